@@ -1,0 +1,3 @@
+from objdisc.cli import app
+
+app(prog_name="objdisc")

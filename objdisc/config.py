@@ -1,0 +1,270 @@
+"""``params.yaml`` → typed dataclasses, with overrides and errors that name the key.
+
+The library never reads ``params.yaml`` itself: stages and the CLI call ``load_params`` and pass
+the typed pieces down. Every section is a dataclass; unknown or mistyped keys fail with the dotted
+path of the key, so a typo in ``params.yaml`` is one clear line, not a stack trace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A malformed params file or override; the message names the key."""
+
+
+def build(cls: type, values: dict[str, Any] | None, where: str) -> Any:
+    """Instantiate dataclass ``cls`` from ``values``, checking names and types recursively."""
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(fields)})")
+    hints = typing.get_type_hints(cls)
+    kwargs = {name: _coerce(hints[name], value, f"{where}.{name}") for name, value in values.items()}
+    try:
+        obj = cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: {err}") from None
+    return obj
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        out = [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def to_dict(obj: Any) -> Any:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass
+class StorageConfig:
+    format: typing.Literal["webdataset", "hdf5", "zarr"] = "webdataset"
+    shard_scenes: int = 256  # scenes per shard (fixed count: lets workers convert shards in parallel)
+    workers: int = 2  # conversion worker processes
+
+    def __post_init__(self) -> None:
+        if self.shard_scenes < 1:
+            raise ValueError("shard_scenes must be >= 1")
+
+
+@dataclass
+class ImageConfig:
+    """How a 2D model sees a scene: one view, cropped and resized (datasets.md §2.1 crops)."""
+
+    crop: list[int] | None = None  # [top, bottom, left, right] rows/cols, or None
+    center_crop: float | None = None  # ClevrTex-style centre crop: side = int(f · min(H, W))
+    size: int = 128  # output side (square) after the crop
+    train_view: typing.Literal["random", "first"] = "random"  # multi-view datasets
+
+
+@dataclass
+class DatasetConfig:
+    source: str  # key of objdisc.data.sources.SOURCES; the files live in data/raw/<dataset>
+    options: dict[str, Any] = field(default_factory=dict)  # passed to the source
+    image: ImageConfig = field(default_factory=ImageConfig)
+    views: dict[str, Any] = field(default_factory=dict)  # objdisc.data.views.ViewsConfig fields
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 4e-4
+    warmup_steps: int = 100  # linear warm-up
+    decay_steps: int = 1000  # lr × decay_rate ** (step / decay_steps)
+    decay_rate: float = 0.5
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # 0 disables clipping
+    ema_decay: float = 0.999
+    precision: typing.Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA only
+    checkpoint_every: int = 100
+    log_every: int = 10
+    val_every: int = 250
+    val_batches: int = 4
+    workers: int = 1  # DataLoader workers per process
+    device: str = "auto"
+
+
+@dataclass
+class EvaluateConfig:
+    split: str = "test"
+    batch_size: int = 32
+    max_scenes: int = 0  # 0 = the whole split
+    pictures: int = 8  # scenes shown in the picture grid
+    chunk_rays: int = 4096  # 3D models: rays decoded at once
+
+
+@dataclass
+class RenderConfig:
+    scene_ids: list[int] = field(default_factory=lambda: [0])
+    motion: str = "rotate"
+    num_frames: int = 60
+    fps: int = 30
+    fade: bool = False
+    height: int = 0  # 0 = the dataset's resolution
+    width: int = 0
+    chunk_rays: int = 4096
+    crf: int = 17
+
+
+@dataclass
+class Params:
+    dataset: str
+    model: str
+    seed: int
+    datasets: dict[str, DatasetConfig]
+    models: dict[str, dict[str, Any]]
+    storage: StorageConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
+    render: RenderConfig
+    synth: dict[str, Any]
+    raw: dict[str, Any]  # the whole file, for recording
+
+    @property
+    def data(self) -> DatasetConfig:
+        return self.datasets[self.dataset]
+
+    @property
+    def model_options(self) -> dict[str, Any]:
+        return self.models[self.model]
+
+    def raw_dir(self, root: Path = Path(".")) -> Path:
+        return root / "data" / "raw" / self.dataset
+
+    def shards_dir(self, root: Path = Path(".")) -> Path:
+        return root / "data" / "shards" / self.dataset
+
+    def index_path(self, root: Path = Path(".")) -> Path:
+        return root / "data" / "index" / f"{self.dataset}.json"
+
+    def run_dir(self, root: Path = Path(".")) -> Path:
+        return root / "data" / "runs" / self.dataset / self.model
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Apply ``a.b=value`` (value parsed as YAML) in place; the key must exist (as with -S)."""
+    if "=" not in override:
+        raise ConfigError(f"override '{override}': expected key=value")
+    key, text = override.split("=", 1)
+    parts = key.strip().split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"override '{override}': no key '{'.'.join(parts[: i + 1])}'")
+        node = node[part]
+    if not isinstance(node, dict) or parts[-1] not in node:
+        raise ConfigError(f"override '{override}': no key '{key.strip()}'")
+    node[parts[-1]] = yaml.safe_load(text)
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such params file") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    for override in overrides or []:
+        apply_override(raw, override)
+    return parse_params(raw, str(path))
+
+
+def parse_params(raw: dict[str, Any], where: str = "params.yaml") -> Params:
+    for key in ("dataset", "model", "datasets", "models"):
+        if key not in raw:
+            raise ConfigError(f"{where}: missing key '{key}'")
+    datasets = raw["datasets"]
+    if not isinstance(datasets, dict):
+        raise ConfigError(f"{where}: datasets: expected a mapping")
+    parsed = {name: build(DatasetConfig, block, f"datasets.{name}") for name, block in datasets.items()}
+    if raw["dataset"] not in parsed:
+        raise ConfigError(f"dataset: unknown dataset '{raw['dataset']}' (known: {', '.join(parsed)})")
+    models = raw["models"]
+    if not isinstance(models, dict) or raw["model"] not in models:
+        known = ", ".join(models) if isinstance(models, dict) else ""
+        raise ConfigError(f"model: unknown model '{raw['model']}' (known: {known})")
+    seed = raw.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed: expected an integer, got {seed!r}")
+    return Params(
+        dataset=raw["dataset"],
+        model=raw["model"],
+        seed=seed,
+        datasets=parsed,
+        models={k: dict(v or {}) for k, v in models.items()},
+        storage=build(StorageConfig, raw.get("storage"), "storage"),
+        train=build(TrainConfig, raw.get("train"), "train"),
+        evaluate=build(EvaluateConfig, raw.get("evaluate"), "evaluate"),
+        render=build(RenderConfig, raw.get("render"), "render"),
+        synth=dict(raw.get("synth") or {}),
+        raw=raw,
+    )

@@ -1,0 +1,9 @@
+"""DVC stage `render`: Render render.scene_ids of the test split to mp4 + PNG frames (params: render)."""
+
+from objdisc import pipeline
+from objdisc.config import load_params
+from objdisc.errors import exit_on_error
+
+if __name__ == "__main__":
+    with exit_on_error():
+        pipeline.render(load_params("params.yaml"))

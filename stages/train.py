@@ -1,0 +1,9 @@
+"""DVC stage `train`: Train models.<model> on <dataset> (resumes from checkpoints/; DDP under torchrun)."""
+
+from objdisc import pipeline
+from objdisc.config import load_params
+from objdisc.errors import exit_on_error
+
+if __name__ == "__main__":
+    with exit_on_error():
+        pipeline.train(load_params("params.yaml"))
