@@ -1,0 +1,144 @@
+"""Slot Attention autoencoder: outputs, parameter parity with the ClevrTex benchmark, overfitting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from objdisc.models.base import ModelOutput
+from objdisc.models.slot_attention import SlotAttentionAutoEncoder, SlotAttentionConfig
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small ops on a shared 2-core machine: one intra-op thread avoids oversubscription stalls."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(**overrides) -> SlotAttentionConfig:
+    kwargs = dict(resolution=16, num_slots=3, slot_dim=32, hidden=32, mlp_hidden=64, decoder_init=4)
+    kwargs.update(overrides)
+    return SlotAttentionConfig(**kwargs)
+
+
+def squares(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    """[n, 3, size, size] images in [0, 1]: a grey background with two coloured squares each."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.full((n, 3, size, size), 0.4)
+    side = size // 4
+    for i in range(n):
+        for _ in range(2):
+            y, x = torch.randint(0, size - side, (2,), generator=g).tolist()
+            images[i, :, y : y + side, x : x + side] = torch.rand(3, 1, 1, generator=g)
+    return images
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_paper_defaults() -> None:
+    cfg = SlotAttentionConfig()
+    assert (cfg.resolution, cfg.num_slots, cfg.iters) == (128, 7, 3)
+    assert (cfg.slot_dim, cfg.hidden, cfg.mlp_hidden) == (64, 64, 128)
+    assert cfg.layernorm == "token" and cfg.decoder_init == 8
+
+
+def test_output_shapes_masks_and_recon_range() -> None:
+    torch.manual_seed(0)
+    model = SlotAttentionAutoEncoder(tiny(resolution=32))
+    assert model.inputs == "image"
+    out = model({"image": squares(2, 32)})
+    assert isinstance(out, ModelOutput)
+    assert out.loss.shape == () and torch.isfinite(out.loss)
+    assert set(out.losses) == {"mse"}
+    assert out.recon.shape == (2, 3, 32, 32)
+    assert out.masks.shape == (2, 3, 32, 32)
+    assert out.slots.shape == (2, 3, 32)
+    torch.testing.assert_close(out.masks.sum(dim=1), torch.ones(2, 32, 32))
+    assert out.masks.min() >= 0
+    assert out.recon.min() >= 0 and out.recon.max() <= 1
+
+
+def test_loss_is_mse_of_the_mask_weighted_recon_on_the_paper_scale() -> None:
+    torch.manual_seed(0)
+    model = SlotAttentionAutoEncoder(tiny())
+    image = squares(2, 16)
+    torch.manual_seed(5)
+    out = model({"image": image})
+    torch.manual_seed(5)
+    slots, attn = model.encode(image)
+    recon, rgb, masks = model.decode(slots)
+    torch.testing.assert_close(slots, out.slots)
+    torch.testing.assert_close(recon, (masks.unsqueeze(2) * rgb).sum(1))
+    expected = ((recon - (2 * image - 1)) ** 2).mean()  # images in [−1, 1], per-element mean
+    torch.testing.assert_close(out.loss, expected)
+    torch.testing.assert_close(out.recon, ((recon + 1) / 2).clamp(0, 1))
+    assert attn.shape == (2, 3, 16 * 16)
+
+
+def test_deterministic_under_seed() -> None:
+    image = squares(2, 16)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        model = SlotAttentionAutoEncoder(tiny())
+        runs.append(model({"image": image}))
+    torch.testing.assert_close(runs[0].loss, runs[1].loss)
+    torch.testing.assert_close(runs[0].masks, runs[1].masks)
+
+
+@pytest.mark.parametrize("resolution", [24, (16, 20)])
+def test_non_power_of_two_resolutions(resolution) -> None:
+    torch.manual_seed(0)
+    model = SlotAttentionAutoEncoder(tiny(resolution=resolution))
+    h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
+    out = model({"image": torch.rand(2, 3, h, w)})
+    assert out.recon.shape == (2, 3, h, w) and out.masks.shape == (2, 3, h, w)
+    torch.testing.assert_close(out.masks.sum(dim=1), torch.ones(2, h, w))
+
+
+def test_decoder_layers_follow_the_resolution() -> None:
+    # log2(128 / 8) = 4 stride-2 transposed convs, then the stride-1 5×5 and the 3×3 output conv.
+    convs = [m for m in SlotAttentionAutoEncoder().decoder.convs if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [c.stride for c in convs] == [(2, 2)] * 4 + [(1, 1)] * 2
+    assert [c.kernel_size for c in convs][-2:] == [(5, 5), (3, 3)] and convs[-1].out_channels == 4
+
+
+def test_parameter_count_matches_benchmark() -> None:
+    cfg = SlotAttentionConfig(resolution=128, num_slots=11, layernorm="map", qkv_bias=True)
+    assert n_params(SlotAttentionAutoEncoder(cfg)) == 2_987_524
+    # The paper's per-token LayerNorm replaces the 2·64·128² map-wide affine with 2·64.
+    token = SlotAttentionAutoEncoder(SlotAttentionConfig(num_slots=11))
+    assert n_params(token) == 2_987_524 - 2 * 64 * 128 * 128 + 2 * 64 == 890_500
+    no_bias = SlotAttentionAutoEncoder(SlotAttentionConfig(num_slots=11, qkv_bias=False))
+    assert n_params(no_bias) == 890_500 - 3 * 64
+
+
+def test_bad_input_and_config() -> None:
+    model = SlotAttentionAutoEncoder(tiny())
+    with pytest.raises(ValueError, match=r"batch\['image'\] \[B, 3, 16, 16\]"):
+        model({"image": torch.rand(2, 3, 32, 32)})
+    with pytest.raises(ValueError, match="layernorm"):
+        tiny(layernorm="batch")
+    with pytest.raises(ValueError, match="resolution"):
+        tiny(resolution=0)
+    assert tiny(resolution=[16, 20]).hw == (16, 20)  # YAML lists
+
+
+def test_overfits_one_batch() -> None:
+    torch.manual_seed(0)
+    model = SlotAttentionAutoEncoder(tiny())
+    batch = {"image": squares(4, 16, seed=1)}
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(60):
+        loss = model(batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert min(losses[-5:]) < 0.5 * losses[0], losses

@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from objdisc.config import ConfigError, TrainConfig, build, load_params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def raw_params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_repo_params_parse():
+    params = load_params(ROOT / "params.yaml")
+    assert params.dataset == "synth"
+    assert params.model in params.models
+    assert params.train.steps > 0 and params.train.batch_size > 0
+    assert params.storage.format == "webdataset"
+    assert params.render.scene_ids
+    assert params.run_dir() == Path("data/runs/synth") / params.model
+
+
+def test_overrides_use_the_dvc_grammar(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text())
+    params = load_params(path, ["train.steps=7", "render.scene_ids=[3, 4]", "storage.format=zarr"])
+    assert params.train.steps == 7
+    assert params.render.scene_ids == [3, 4]
+    assert params.storage.format == "zarr"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.stepz=3", "train.stepz"),
+        ("train.steps=many", "train.steps: expected an integer"),
+        ("storage.format=parquet", "storage.format"),
+        ("model=no_such_model", "unknown model 'no_such_model'"),
+        ("dataset=nowhere", "unknown dataset 'nowhere'"),
+    ],
+)
+def test_bad_keys_name_the_key(tmp_path, override, message):
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text())
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_params(path, [override])
+
+
+def test_unknown_key_inside_a_section_is_reported_with_its_path():
+    raw = raw_params()
+    raw["train"]["lerning_rate"] = 1.0
+    with pytest.raises(ConfigError, match=r"train: unknown key\(s\) lerning_rate"):
+        parse_params(raw)
+    raw = raw_params()
+    raw["datasets"]["synth"]["imag"] = {}
+    with pytest.raises(ConfigError, match=r"datasets.synth: unknown key\(s\) imag"):
+        parse_params(raw)
+
+
+def test_malformed_yaml_names_the_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="params.yaml: not valid YAML"):
+        load_params(path)
+
+
+def test_numbers_are_coerced_but_not_from_bools():
+    cfg = build(TrainConfig, {"lr": 1, "steps": 5}, "train")
+    assert isinstance(cfg.lr, float) and cfg.lr == 1.0
+    with pytest.raises(ConfigError, match="train.steps"):
+        build(TrainConfig, {"steps": True}, "train")
