@@ -16,7 +16,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +131,7 @@ def convert(
         if record["shard"] is not None:
             split["scenes"] += record["shard"]["scenes"]
             split["shards"].append(record["shard"]["path"])
-    manifest = {**settings, "result": asdict(result)}
+    manifest = {**settings, "written": result.splits, "skipped": result.skipped, "resumed_shards": result.resumed_shards}
     _write_json(out / MANIFEST, manifest)
     shutil.rmtree(out / PARTS, ignore_errors=True)
     return result
