@@ -158,7 +158,7 @@ def train(
 
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             save_checkpoint(ckpt_path, model, optimizer, schedule, ema, step, dist, key)
-                if stop_after is not None and step >= stop_after:
+        if stop_after is not None and step >= stop_after:
             break
     bar.close()
 
