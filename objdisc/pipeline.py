@@ -111,6 +111,7 @@ def model_info(params: Params) -> dict[str, Any]:
 def train(params: Params, progress: bool = True, stop_after: int | None = None) -> Path:
     from objdisc.train.loop import train as train_loop
 
+    torch.manual_seed(params.seed)  # the initial weights follow from the seed
     model = build_model(params.model, params.model_options)
     from objdisc.data.index import load_index
 

@@ -115,4 +115,7 @@ def make_loader(
         drop_last=drop_last,
         persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(),
+        # Its own generator: creating an iterator must not draw from the global RNG, whose state
+        # the checkpoint restores (sample randomness comes from the sampler's per-sample seeds).
+        generator=torch.Generator().manual_seed(0),
     )
