@@ -190,7 +190,7 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] =
         typer.echo(json.dumps(rows, indent=1))
         return
     for row in rows:
-        typer.echo(f"{row['model']:<16} {row['preset']:<14} {row['parameters']:>12,}  {row['paper']}")
+        typer.echo(f"{row['model']:<16} {row['preset']:<18} {row['parameters']:>12,}  {row['paper']}")
 
 
 @app.command()

@@ -88,7 +88,10 @@ def make_transform(params: Params, model_cls: type[Model], train: bool):
 
     options = dict(data.views)
     if not train:
-        options["num_target_rays"] = 0  # evaluation renders every target pixel
+        # Evaluation: fixed input views, and every pixel of the held-out views as targets.
+        options["num_target_rays"] = 0
+        options["targets"] = "others"
+        options["input_view_ids"] = list(range(options.get("num_input_views", 1)))
     return functools.partial(views_transform, cfg=build(ViewsConfig, options, f"datasets.{params.dataset}.views"))
 
 
@@ -166,6 +169,8 @@ def describe_models() -> list[dict[str, Any]]:
     rows = []
     for name, entry in MODELS.items():
         for preset, cfg in entry.presets.items():
+            if preset.startswith("cpu") or preset.endswith("-cpu"):
+                continue
             with torch.device("meta"):  # count parameters without allocating them
                 model = entry.model(cfg)
             rows.append({"model": name, "preset": preset, "parameters": param_count(model), "paper": entry.paper})

@@ -8,6 +8,7 @@ from typing import Any
 
 from objdisc.config import ConfigError, build
 from objdisc.models.base import Model, ModelOutput, SceneModel
+from objdisc.models import obsurf, osrt, srt
 from objdisc.models.slot_attention import SlotAttentionAutoEncoder, SlotAttentionConfig
 
 
@@ -16,7 +17,7 @@ class Entry:
     config: type
     model: type[Model]
     paper: str
-    presets: dict[str, Any]  # preset name → config instance (paper settings on real data)
+    presets: dict[str, Any]  # preset name → config instance (paper settings; "cpu*" are CPU-sized)
 
 
 MODELS: dict[str, Entry] = {
@@ -24,8 +25,15 @@ MODELS: dict[str, Entry] = {
         SlotAttentionConfig,
         SlotAttentionAutoEncoder,
         "Locatello et al. 2020, Object-Centric Learning with Slot Attention",
-        {"clevr6": SlotAttentionConfig(), "clevr10": SlotAttentionConfig(num_slots=11)},
+        {
+            "clevr6": SlotAttentionConfig(),
+            "clevr10": SlotAttentionConfig(num_slots=11),
+            "benchmark": SlotAttentionConfig(num_slots=11, layernorm="map"),  # ClevrTex benchmark copy
+        },
     ),
+    "srt": Entry(srt.SRTConfig, srt.SRT, "Sajjadi et al. 2022, Scene Representation Transformer", srt.PRESETS),
+    "osrt": Entry(osrt.OSRTConfig, osrt.OSRT, "Sajjadi et al. 2022, Object Scene Representation Transformer", osrt.PRESETS),
+    "obsurf": Entry(obsurf.ObSuRFConfig, obsurf.ObSuRF, "Stelzner et al. 2021, ObSuRF", obsurf.PRESETS),
 }
 
 

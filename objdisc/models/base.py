@@ -6,7 +6,7 @@ take through ``inputs``:
 
 * ``"image"`` (2D): ``batch["image"]`` float [B,3,H,W] in [0,1]; ``batch["mask"]`` long [B,H,W]
   instance ids (evaluation only).
-* ``"views"`` (3D): the layout built by ``objdisc.data.transforms.make_views_batch`` (input views,
+* ``"views"`` (3D): the layout built by ``objdisc.data.views.make_views_sample`` (input views,
   cameras, sampled target rays).
 """
 

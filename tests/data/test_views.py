@@ -118,6 +118,19 @@ def test_targets_all_include_the_input_view_and_others_exclude_it():
         assert view_of(out["target_pixels"]) == {0, 1, 2} - {v_in}
 
 
+def test_zero_rays_means_every_target_pixel_in_order():
+    scene = make_scene()
+    cfg = ViewsConfig(num_target_rays=0, targets="others", input_view_ids=(1,))
+    out = make_views_sample(scene, cfg, torch.Generator().manual_seed(0))
+    image = torch.from_numpy(scene["image"][[0, 2]]).float() / 255.0
+    torch.testing.assert_close(out["target_pixels"], image.reshape(-1, 3))
+    c2w, k = torch.from_numpy(scene["cam2world"][[0, 2]]), torch.from_numpy(scene["intrinsics"][[0, 2]])
+    _, dirs = pixel_rays(c2w, k, H, W)
+    torch.testing.assert_close(out["target_rays"], dirs.reshape(-1, 3))
+    with pytest.raises(ValueError, match="num_target_rays"):
+        ViewsConfig(num_target_rays=-1)
+
+
 def test_short_scenes_sample_with_replacement_only_when_allowed():
     scene = make_scene()
     too_many = 2 * H * W + 5
@@ -157,9 +170,9 @@ def test_canonical_frame_puts_the_input_camera_at_the_origin():
     # Same draws in world coordinates map onto the canonical ones through ``transform``.
     world = make_views_sample(scene, ViewsConfig(num_target_rays=40, targets="all"), torch.Generator().manual_seed(3))
     t = out["transform"]
-    torch.testing.assert_close(out["target_rays"], transform_points(world["target_rays"], t, translate=False), atol=1e-5, rtol=0)
-    torch.testing.assert_close(out["target_camera_pos"], transform_points(world["target_camera_pos"], t), atol=1e-4, rtol=0)
-    torch.testing.assert_close(out["input_rays"], transform_points(world["input_rays"], t, translate=False), atol=1e-5, rtol=0)
+    for key, translate in [("target_rays", False), ("target_camera_pos", True), ("input_rays", False)]:
+        expected = transform_points(world[key], t, translate=translate)
+        torch.testing.assert_close(out[key], expected, atol=1e-4, rtol=0)
     torch.testing.assert_close(out["target_depths"], world["target_depths"])
     torch.testing.assert_close(world["transform"], torch.eye(4))
 
@@ -186,7 +199,8 @@ def test_make_render_rays_applies_the_model_frame():
     o_ref, d_ref = pixel_rays(c2w, k, H, W)
     torch.testing.assert_close(d, d_ref)
     torch.testing.assert_close(o, o_ref)
-    out = make_views_sample(scene, ViewsConfig(num_target_rays=4, canonical=True, input_view_ids=(0,)), torch.Generator())
+    cfg = ViewsConfig(num_target_rays=4, canonical=True, input_view_ids=(0,))
+    out = make_views_sample(scene, cfg, torch.Generator())
     o, d = make_render_rays(c2w, k, H, W, out["transform"])
     torch.testing.assert_close(d, out["input_rays"][0], atol=1e-5, rtol=0)
     torch.testing.assert_close(o, torch.zeros_like(o), atol=1e-5, rtol=0)

@@ -1,0 +1,188 @@
+"""SRT / ISRT and their blocks: parameter parity with the reference, decoding, training."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import default_collate
+
+from objdisc.data.synth import SynthConfig, render_scene
+from objdisc.data.views import ViewsConfig, make_views_sample
+from objdisc.models.blocks.ray_encoder import RayEncoder
+from objdisc.models.blocks.transformer import Attention, Transformer
+from objdisc.models.srt import PRESETS, SRT, SRTConfig
+
+
+def views_batch(scenes: int = 2, rays: int = 256, input_views: int = 1, seed: int = 0, **synth) -> dict:
+    """A collated "views" batch of small synthetic scenes (48×64 views)."""
+    g = torch.Generator().manual_seed(seed)
+    cfg = ViewsConfig(num_input_views=input_views, num_target_rays=rays, targets="all")
+    samples = []
+    for i in range(scenes):
+        s = render_scene(SynthConfig(**synth), i)
+        scene = {k: s[k] for k in ("image", "mask", "depth", "cam2world", "intrinsics")}
+        samples.append(make_views_sample(scene | {"__key__": f"{i:08d}", "objects": [], "meta": {}}, cfg, g))
+    return default_collate(samples)
+
+
+def materialise(model: nn.Module) -> nn.Module:
+    """Give a model built on the meta device real CPU storage with PyTorch's default init (fast;
+    for forward smoke tests of the paper architectures)."""
+    model = model.to_empty(device="cpu")
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d, nn.LayerNorm, nn.GRUCell, nn.BatchNorm2d)):
+                module.reset_parameters()
+            elif isinstance(module, nn.MultiheadAttention):
+                module._reset_parameters()
+        for name, p in model.named_parameters():
+            if "." not in name or name.rsplit(".", 1)[1] not in ("weight", "bias", "in_proj_weight", "in_proj_bias"):
+                p.normal_()
+        for b in model.buffers():
+            if not b.is_floating_point():
+                b.zero_()
+    return model
+
+
+def count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocks
+
+
+def test_ray_encoder_layout():
+    enc = RayEncoder(pos_octaves=2, pos_start_octave=-1, ray_octaves=1, ray_start_octave=0)
+    assert enc.out_dim == 18 and RayEncoder().out_dim == 180
+    o = torch.tensor([[1.0, 0.0, 0.5]])
+    d = torch.tensor([[0.0, 0.5, 0.0]])
+    out = enc(o, d)
+    pi = torch.pi
+    pos_sin = torch.tensor([0.0 + torch.sin(torch.tensor(0.5 * pi)), torch.sin(torch.tensor(pi))])
+    torch.testing.assert_close(out[0, :2], pos_sin, atol=1e-6, rtol=0)  # x at octaves -1, 0
+    torch.testing.assert_close(out[0, 12:], torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 1.0]), atol=1e-6, rtol=0)
+    image = enc.encode_image(o, d.expand(1, 2, 3, 3))
+    assert image.shape == (1, 18, 2, 3)
+    torch.testing.assert_close(image[0, :, 1, 2], out[0])
+
+
+def test_attention_matches_a_direct_softmax():
+    torch.manual_seed(0)
+    attn = Attention(dim=6, heads=2, dim_head=4, kv_dim=5)
+    x, ctx = torch.randn(2, 3, 6), torch.randn(2, 7, 5)
+    q = attn.to_q(x).view(2, 3, 2, 4).transpose(1, 2)
+    k, v = (t.view(2, 7, 2, 4).transpose(1, 2) for t in attn.to_kv(ctx).chunk(2, -1))
+    ref = ((q @ k.transpose(-1, -2)) / 2.0).softmax(-1) @ v
+    torch.testing.assert_close(attn(x, ctx), attn.to_out(ref.transpose(1, 2).reshape(2, 3, 8)), atol=1e-6, rtol=0)
+
+
+def test_cross_attention_transformer_decodes_queries_independently():
+    torch.manual_seed(0)
+    t = Transformer(dim=8, depth=2, heads=2, dim_head=4, mlp_dim=16, kv_dim=12)
+    q, ctx = torch.randn(1, 10, 8), torch.randn(1, 5, 12)
+    full = t(q, ctx)
+    torch.testing.assert_close(torch.cat([t(q[:, :3], ctx), t(q[:, 3:], ctx)], 1), full, atol=1e-6, rtol=0)
+    torch.testing.assert_close(t(q.flip(1), ctx).flip(1), full, atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameter parity with the reference (models.md §4): built on the meta device, no allocation.
+
+
+@pytest.mark.parametrize(
+    ("preset", "encoder", "total"),
+    [("nmr", 69_885_600, 73_932_563), ("msn", 69_885_600, 73_932_563), ("clevr3d", 69_885_600, 73_932_563),
+     ("isrt-msn", 29_514_912, 41_033_583)],
+)
+def test_parameter_counts_match_the_reference(preset, encoder, total):
+    with torch.device("meta"):
+        model = SRT.from_preset(preset)
+    assert count(model.encoder) == encoder
+    assert count(model) == total
+
+
+def test_srt_config_variant_defaults():
+    cfg = SRTConfig(variant="isrt")
+    assert (cfg.num_conv_blocks, cfg.encoder_depth, cfg.decoder) == (3, 5, "isrt")
+    cfg = SRTConfig()
+    assert (cfg.num_conv_blocks, cfg.encoder_depth, cfg.decoder) == (4, 10, "lightfield")
+    with pytest.raises(ValueError, match="variant"):
+        SRTConfig(variant="vsrt")
+
+
+# ---------------------------------------------------------------------------------------------
+# Smoke, overfit, chunking
+
+
+@pytest.mark.parametrize("preset", ["nmr", "isrt-msn"])
+def test_paper_architecture_forward_on_a_tiny_input(preset):
+    with torch.device("meta"):
+        model = SRT.from_preset(preset)
+    model = materialise(model).eval()
+    batch = views_batch(scenes=1, rays=16, input_views=2, height=32, width=32)
+    with torch.no_grad():
+        out = model(batch)
+    assert out.recon.shape == (1, 16, 3) and torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("variant", ["srt", "isrt"])
+def test_cpu_training_step_reaches_every_parameter(variant):
+    torch.manual_seed(0)
+    model = SRT(SRTConfig.cpu(variant))
+    batch = views_batch(scenes=4, rays=256, input_views=2)
+    start = time.perf_counter()
+    out = model(batch)
+    out.loss.backward()
+    assert time.perf_counter() - start < 5.0  # well under 1 s on an idle core; slack for shared CI
+    assert torch.isfinite(out.loss) and out.recon.shape == (4, 256, 3) and out.masks is None
+    assert out.recon.min() >= 0 and out.recon.max() <= 1
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+
+
+def test_overfits_one_scene():
+    torch.manual_seed(0)
+    model = SRT(replace(SRTConfig.cpu(), encoder_depth=1, decoder_depth=1))
+    batch = views_batch(scenes=1, rays=128)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(40):
+        out = model(batch)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(out.loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
+
+
+def test_chunked_decode_equals_unchunked():
+    torch.manual_seed(0)
+    model = SRT(SRTConfig.cpu("isrt")).eval()
+    batch = views_batch(scenes=2, rays=64)
+    with torch.no_grad():
+        latent = model.encode(batch)
+        o, d = batch["target_camera_pos"], batch["target_rays"]
+        full = model.decode(latent, o, d)["rgb"]
+        parts = [model.decode(latent, o[:, i : i + 10], d[:, i : i + 10])["rgb"] for i in range(0, 64, 10)]
+    torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=0)
+
+
+def test_bf16_autocast_runs():
+    torch.manual_seed(0)
+    model = SRT(SRTConfig.cpu())
+    batch = views_batch(scenes=1, rays=32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(batch)
+    out.loss.backward()
+    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+
+
+def test_presets_include_the_paper_configs():
+    assert {"nmr", "msn", "clevr3d", "isrt-msn"} <= set(PRESETS)
+    with pytest.raises(ValueError, match="unknown SRT preset"):
+        SRT.from_preset("nope")

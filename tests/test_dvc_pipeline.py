@@ -1,0 +1,93 @@
+"""End to end: a copy of the repo runs `dvc repro` with tiny params, then behaves as DVC promises:
+a second repro does nothing, a render-only change re-runs only `render`, experiments run and show."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import ROOT, tiny_params
+
+pytestmark = pytest.mark.slow
+
+
+def sh(*args, cwd, check=True):
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "OMP_NUM_THREADS": "1",
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check and result.returncode:
+        raise AssertionError(f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A fresh git + DVC copy of the repo (tracked and new files), with tiny params, reproduced once."""
+    repo = tmp_path_factory.mktemp("project")
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for name in files:
+        if name.startswith(("tests/", "benchmarks/")) or not (ROOT / name).is_file():
+            continue
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, repo / name)
+    shutil.rmtree(repo / ".dvc" / "tmp", ignore_errors=True)
+    tiny_params(repo)
+    sh("git", "init", "-q", cwd=repo)
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-qm", "init", cwd=repo)
+    result = sh("dvc", "repro", cwd=repo)
+    return repo, result.stdout
+
+
+def test_repro_makes_every_artifact(project):
+    repo, log = project
+    for stage in ("synth", "convert", "index", "train", "evaluate", "render"):
+        assert f"Running stage '{stage}'" in log
+    run = repo / "data/runs/synth/slot_attention"
+    for path in ("model.pt", "eval/metrics.json", "eval/scenes.csv", "eval/slots.png", "renders/scene_0.mp4",
+                 "live/metrics.json", "live/plots/metrics/train/loss.tsv", "checkpoints/last.pt"):
+        assert (run / path).exists(), path
+    metrics = json.loads((run / "eval/metrics.json").read_text())
+    assert {"ari", "fg_ari", "miou", "mbo", "mse", "psnr"} <= metrics.keys()
+    assert (repo / "dvc.lock").exists()
+
+
+def test_second_repro_does_nothing(project):
+    repo, _ = project
+    log = sh("dvc", "repro", cwd=repo).stdout
+    assert "Running stage" not in log
+
+
+def test_render_param_reruns_only_render(project):
+    repo, _ = project
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["render"]["fps"] = 12
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    log = sh("dvc", "repro", cwd=repo).stdout
+    assert "Running stage 'render'" in log
+    assert [line for line in log.splitlines() if line.startswith("Running stage")] == ["Running stage 'render':"]
+
+
+def test_experiments_run_show_and_plot(project):
+    repo, _ = project
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-qm", "reproduced", cwd=repo)
+    sh("dvc", "exp", "run", "-S", "train.steps=8", cwd=repo)
+    shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=repo).stdout)
+    text = json.dumps(shown)
+    assert "fg_ari" in text and "train.steps" in text or '"steps": 8' in text
+    html = repo / "plots.html"
+    sh("dvc", "plots", "show", "-o", str(repo / "plots_out"), cwd=repo)
+    assert (repo / "plots_out" / "index.html").exists()
