@@ -359,7 +359,9 @@ def shade(
     return np.clip(rgb, 0.0, 1.0), ids, depth.astype(np.float32)
 
 
-def _camera_rays(cam2world: np.ndarray, intrinsics: np.ndarray, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _camera_rays(
+    cam2world: np.ndarray, intrinsics: np.ndarray, height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``pixel_rays`` in float64 on one thread: for these tiny tensors torch's intra-op threads only
     contend with other processes (20x slower on a busy machine)."""
     threads = torch.get_num_threads()
