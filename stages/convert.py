@@ -1,9 +1,11 @@
 """DVC stage `convert`: Convert datasets.<dataset>.raw into canonical shards under data/shards/<dataset>."""
 
+import sys
+
 from objdisc import pipeline
 from objdisc.config import load_params
 from objdisc.errors import exit_on_error
 
 if __name__ == "__main__":
     with exit_on_error():
-        pipeline.convert(load_params("params.yaml"))
+        pipeline.convert(load_params(sys.argv[1] if len(sys.argv) > 1 else "params.yaml"))

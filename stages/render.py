@@ -1,9 +1,11 @@
 """DVC stage `render`: Render render.scene_ids of the test split to mp4 + PNG frames (params: render)."""
 
+import sys
+
 from objdisc import pipeline
 from objdisc.config import load_params
 from objdisc.errors import exit_on_error
 
 if __name__ == "__main__":
     with exit_on_error():
-        pipeline.render(load_params("params.yaml"))
+        pipeline.render(load_params(sys.argv[1] if len(sys.argv) > 1 else "params.yaml"))

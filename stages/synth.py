@@ -1,9 +1,11 @@
 """DVC stage `synth`: Generate the embedded synthetic scenes (params: synth) into datasets.synth.raw."""
 
+import sys
+
 from objdisc import pipeline
 from objdisc.config import load_params
 from objdisc.errors import exit_on_error
 
 if __name__ == "__main__":
     with exit_on_error():
-        pipeline.synth(load_params("params.yaml"))
+        pipeline.synth(load_params(sys.argv[1] if len(sys.argv) > 1 else "params.yaml"))

@@ -34,7 +34,7 @@ from objdisc.models.base import ModelOutput, SceneModel
 from objdisc.models.blocks.ray_encoder import RayEncoder
 from objdisc.models.blocks.slot_attention import SlotAttention
 from objdisc.models.blocks.transformer import Transformer, init_transformer_, jax_linear_, srt_linear_
-from objdisc.models.srt import SRTEncoder, mse_per_scene, render_mlp
+from objdisc.models.srt import build_encoder, mse_per_scene, render_mlp
 
 
 @dataclass
@@ -163,17 +163,7 @@ class OSRT(SceneModel):
         super().__init__()
         self.cfg = cfg = cfg if cfg is not None else OSRTConfig()
         ray_encoder = RayEncoder(cfg.pos_octaves, cfg.pos_start_octave, cfg.ray_octaves, 0)
-        self.encoder = SRTEncoder(
-            ray_encoder,
-            cfg.num_conv_blocks,
-            cfg.conv_hidden,
-            cfg.latent_dim,
-            cfg.encoder_depth,
-            cfg.encoder_heads,
-            cfg.encoder_dim_head,
-            cfg.encoder_mlp_dim,
-            embeddings=False,
-        )
+        self.encoder = build_encoder(cfg, ray_encoder, embeddings=False)
         self.slot_attention = SlotAttention(
             cfg.num_slots,
             input_dim=cfg.latent_dim,

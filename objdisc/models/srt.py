@@ -255,6 +255,22 @@ def mse_per_scene(pred: Tensor, target: Tensor) -> Tensor:
     return (pred.float() - target.float()).square().flatten(1).mean(dim=1)
 
 
+def build_encoder(cfg, ray_encoder: RayEncoder, embeddings: bool) -> SRTEncoder:
+    """The SRT/ISRT encoder from a config with SRT's encoder fields (SRTConfig or OSRTConfig)."""
+    return SRTEncoder(
+        ray_encoder,
+        cfg.num_conv_blocks,
+        cfg.conv_hidden,
+        cfg.latent_dim,
+        cfg.encoder_depth,
+        cfg.encoder_heads,
+        cfg.encoder_dim_head,
+        cfg.encoder_mlp_dim,
+        embeddings=embeddings,
+        pixel_embedding_size=getattr(cfg, "pixel_embedding_size", (15, 20)),
+    )
+
+
 class SRT(SceneModel):
     """SRT / ISRT: ``encode`` → set-latent representation, ``decode`` → colours of any rays."""
 
@@ -262,18 +278,7 @@ class SRT(SceneModel):
         super().__init__()
         self.cfg = cfg = cfg if cfg is not None else SRTConfig()
         ray_encoder = RayEncoder(cfg.pos_octaves, cfg.pos_start_octave, cfg.ray_octaves, 0)
-        self.encoder = SRTEncoder(
-            ray_encoder,
-            cfg.num_conv_blocks,
-            cfg.conv_hidden,
-            cfg.latent_dim,
-            cfg.encoder_depth,
-            cfg.encoder_heads,
-            cfg.encoder_dim_head,
-            cfg.encoder_mlp_dim,
-            embeddings=cfg.variant == "srt",
-            pixel_embedding_size=cfg.pixel_embedding_size,
-        )
+        self.encoder = build_encoder(cfg, ray_encoder, embeddings=cfg.variant == "srt")
         decoder_cls = LightFieldDecoder if cfg.decoder == "lightfield" else ISRTDecoder
         self.decoder = decoder_cls(ray_encoder, cfg.latent_dim, cfg)
 

@@ -211,10 +211,13 @@ def validate(model: Model, val_set: SceneDataset, cfg: TrainConfig, device: torc
     picture = None
     rng_state = torch.get_rng_state()  # validation must not shift the training RNG stream
     torch.manual_seed(0)
-    loader = make_loader(val_set, cfg.batch_size, EvalSampler(len(val_set), limit=cfg.val_batches * cfg.batch_size))
+    # 2D: val_batches training-size batches. 3D: val_batches scenes, every held-out pixel rendered
+    # in chunks of rays (a whole view never needs more memory than a training batch).
+    batch_size = cfg.batch_size if model.inputs == "image" else 1
+    loader = make_loader(val_set, batch_size, EvalSampler(len(val_set), limit=cfg.val_batches * batch_size))
     for batch in loader:
         batch = to_device(batch, device)
-        out = model(batch)
+        out = evaluate.run_model(model, batch, chunk_rays=4096)
         scores = evaluate.batch_metrics(model, batch, out)
         n = batch["index"].shape[0]
         sums["loss"] = sums.get("loss", 0.0) + out.loss.item() * n

@@ -10,13 +10,6 @@ import torch
 from objdisc.models.blocks import SlotAttention, SoftPositionEmbed, build_grid
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small ops on a shared 2-core machine: one intra-op thread avoids oversubscription stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def reference_step(sa: SlotAttention, slots: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:

@@ -9,13 +9,6 @@ from objdisc.models.base import ModelOutput
 from objdisc.models.slot_attention import SlotAttentionAutoEncoder, SlotAttentionConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small ops on a shared 2-core machine: one intra-op thread avoids oversubscription stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny(**overrides) -> SlotAttentionConfig:
