@@ -1,0 +1,246 @@
+"""pipelines/<suite>/: the paper reproductions. Each suite's params parse with the root schema and
+hold the papers' settings, its dvc.yaml mirrors the root pipeline (less synth) with every declared
+parameter present, no two pipelines declare the same output, and DVC loads them all."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from objdisc.config import build, load_params
+from objdisc.data.sources import SOURCES
+from objdisc.data.views import PRESETS as VIEW_PRESETS
+from objdisc.data.views import ViewsConfig
+from objdisc.models import MODELS, model_config
+from objdisc.train.schedule import lr_factor
+
+from .conftest import ROOT
+
+PIPELINES = ROOT / "pipelines"
+SUITES = [
+    "slot-attention-clevr6",
+    "clevrtex-benchmark",
+    "srt-nmr",
+    "srt-msn",
+    "osrt-msn-hard",
+    "obsurf-clevr3d",
+]
+# suite → (model, preset, dataset, the reference loader's views preset or None for 2D)
+EXPECTED = {
+    "slot-attention-clevr6": ("slot_attention", "clevr6", "clevr-with-masks", None),
+    "clevrtex-benchmark": ("slot_attention", "benchmark", "clevrtex", None),
+    "srt-nmr": ("srt", "nmr", "nmr", "nmr"),
+    "srt-msn": ("srt", "msn", "msn", "msn"),
+    "osrt-msn-hard": ("osrt", "msn-hard", "msn-hard", "msn-hard"),
+    "obsurf-clevr3d": ("obsurf", "clevr3d", "clevr3d", "clevr3d-obsurf"),
+}
+# The papers' optimisation (models.md §2.1, §3.6, §3.7; clevrtex experiments/slota.py).
+SCHEDULES = {
+    "slot-attention-clevr6": dict(steps=500_000, batch_size=64, lr=4e-4, warmup_steps=10_000, decay_steps=100_000, decay_rate=0.5, grad_clip=0.0),
+    "clevrtex-benchmark": dict(steps=500_000, batch_size=32, lr=4e-4, warmup_steps=10_000, decay_steps=100_000, decay_rate=0.5, grad_clip=0.0),
+    "srt-nmr": dict(steps=3_000_000, batch_size=256, lr=1e-4, warmup_steps=2500, decay_steps=4_000_000, decay_rate=0.16, grad_clip=0.0),
+    "srt-msn": dict(steps=4_000_000, batch_size=256, lr=1e-4, warmup_steps=2500, decay_steps=4_000_000, decay_rate=0.16, grad_clip=0.0),
+    "osrt-msn-hard": dict(steps=750_000, batch_size=256, lr=1e-4, warmup_steps=10_000, decay_steps=4_000_000, decay_rate=0.16, grad_clip=0.0),
+    "obsurf-clevr3d": dict(steps=1_000_000, batch_size=64, lr=4e-4, warmup_steps=0, decay_steps=100_000, decay_rate=0.5, grad_clip=1.0),
+}
+ROOT_STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def suite_files(suite: str) -> tuple[dict, dict]:
+    return (
+        yaml.safe_load((PIPELINES / suite / "dvc.yaml").read_text()),
+        yaml.safe_load((PIPELINES / suite / "params.yaml").read_text()),
+    )
+
+
+def resolve(value, params: dict):
+    """DVC's ${key} interpolation, for the keys the pipelines use."""
+    if isinstance(value, str):
+        return re.sub(r"\$\{(\w+)\}", lambda m: str(params[m.group(1)]), value)
+    if isinstance(value, list):
+        return [resolve(v, params) for v in value]
+    if isinstance(value, dict):
+        return {resolve(k, params): resolve(v, params) for k, v in value.items()}
+    return value
+
+
+def lookup(tree: dict, dotted: str):
+    node = tree
+    for part in dotted.split("."):
+        assert isinstance(node, dict) and part in node, f"no key {dotted}"
+        node = node[part]
+    return node
+
+
+def out_paths(stages: dict) -> list[str]:
+    return [next(iter(o)) if isinstance(o, dict) else o for stage in stages.values() for o in stage.get("outs", [])]
+
+
+def test_every_suite_is_listed():
+    found = sorted(p.parent.name for p in PIPELINES.glob("*/dvc.yaml"))
+    assert found == sorted(SUITES)
+    for suite in SUITES:
+        assert (PIPELINES / suite / "params.yaml").is_file() and (PIPELINES / suite / "README.md").is_file()
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_params_parse_at_the_paper_preset(suite):
+    params = load_params(PIPELINES / suite / "params.yaml")
+    model, preset, dataset, _ = EXPECTED[suite]
+    assert (params.model, params.dataset) == (model, dataset)
+    assert params.data.source == dataset and dataset in SOURCES  # dataset keys are source names
+    assert params.model_options == {"preset": preset}
+    assert preset in MODELS[model].presets
+    cfg = model_config(model, params.model_options)
+    assert cfg == MODELS[model].presets[preset]
+    assert set(params.datasets) == {dataset} and set(params.models) == {model}
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_views_and_crops_follow_the_reference_loaders(suite):
+    params = load_params(PIPELINES / suite / "params.yaml")
+    model, _, _, views_preset = EXPECTED[suite]
+    if MODELS[model].model.inputs == "views":
+        assert views_preset is not None and not params.raw["datasets"][params.dataset].get("image")
+        assert build(ViewsConfig, params.data.views, "views") == VIEW_PRESETS[views_preset]
+    else:
+        assert views_preset is None and not params.data.views
+        cfg = model_config(model, params.model_options)
+        assert params.data.image.size == cfg.resolution == 128
+        if suite == "slot-attention-clevr6":  # the SA / IODINE off-centre crop, CLEVR6 split
+            assert params.data.image.crop == [29, 221, 64, 256] and params.data.image.center_crop is None
+            assert params.data.options == {"split_convention": "slot_attention", "max_objects": 6}
+        else:  # the ClevrTex benchmark's centre crop, 11 slots
+            assert params.data.image.center_crop == 0.8 and params.data.image.crop is None
+            assert params.data.options == {"variant": "full"} and cfg.num_slots == 11
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_paper_optimisation(suite):
+    train = load_params(PIPELINES / suite / "params.yaml").train
+    for key, value in SCHEDULES[suite].items():
+        assert getattr(train, key) == pytest.approx(value), key
+    assert train.ema_decay == 0.0 and train.weight_decay == 0.0  # no EMA, no weight decay in the papers
+    assert train.precision == "fp32"  # no mixed precision in the references
+
+
+@pytest.mark.parametrize("suite", ["srt-nmr", "srt-msn", "osrt-msn-hard"])
+def test_srt_schedule_differs_from_the_reference_by_a_constant_after_warmup(suite):
+    """The reference: 1e-4·it/W during warm-up, then 1e-4·0.16^((it − W)/4M). Ours has the exponent
+    counted from 0, so after warm-up the ratio is the constant 0.16^(W/4M) (> 0.995) quoted in params."""
+    t = load_params(PIPELINES / suite / "params.yaml").train
+    for step in (0, t.warmup_steps // 2, t.warmup_steps - 1):
+        assert lr_factor(step, t.warmup_steps, t.decay_steps, t.decay_rate) == pytest.approx(
+            step / t.warmup_steps * t.decay_rate ** (step / t.decay_steps)
+        )
+    ratio = t.decay_rate ** (t.warmup_steps / t.decay_steps)
+    for step in (t.warmup_steps, 1_000_000, 4_000_000):
+        ours = lr_factor(step, t.warmup_steps, t.decay_steps, t.decay_rate)
+        reference = t.decay_rate ** ((step - t.warmup_steps) / t.decay_steps)
+        assert ours / reference == pytest.approx(ratio, rel=1e-9)
+    assert 0.995 < ratio < 1.0
+    assert f"{ratio:.5f}" in (PIPELINES / suite / "params.yaml").read_text()
+
+
+def test_ema_decay_zero_means_the_weights_themselves():
+    """The suites set ema_decay 0 for 'no EMA': torch-ema then tracks the raw weights exactly."""
+    from torch_ema import ExponentialMovingAverage
+
+    layer = torch.nn.Linear(3, 2)
+    ema = ExponentialMovingAverage(layer.parameters(), decay=0.0)
+    for _ in range(3):
+        with torch.no_grad():
+            layer.weight.add_(torch.randn_like(layer.weight))
+        ema.update()
+    current = layer.weight.detach().clone()
+    with ema.average_parameters():
+        assert torch.equal(layer.weight, current)
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_dvc_yaml_mirrors_the_root_pipeline(suite):
+    stages, params = suite_files(suite)
+    params_file = f"pipelines/{suite}/params.yaml"
+    assert list(stages["stages"]) == [name for name in ROOT_STAGES if name != "synth"]
+    for name, stage in stages["stages"].items():
+        root = ROOT_STAGES[name]
+        assert stage["wdir"] == "../.."
+        assert stage["cmd"] == f"{root['cmd']} {params_file}"
+        assert stage["deps"] == root["deps"]
+        assert stage["outs"] == root["outs"]
+        # One params entry, this suite's file; every key it declares exists there.
+        [entry] = stage["params"]
+        [(path, keys)] = entry.items()
+        assert path == params_file
+        for key in resolve(keys, params):
+            lookup(params, key)
+    for section in ("metrics", "plots"):  # top level: relative to this folder, not to wdir
+        assert yaml.safe_dump(stages[section]).count("../../data/runs/${dataset}/${model}/") >= 2
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_stages_declare_what_they_read(suite):
+    """train/evaluate/render read the model's input block (views for 3D, image for 2D) and the
+    split names; a change to any of them must re-run the stage."""
+    stages, params = suite_files(suite)
+    inputs = "views" if MODELS[params["model"]].model.inputs == "views" else "image"
+    declared = {name: set(next(iter(s["params"][0].values()))) for name, s in stages["stages"].items()}
+    assert {"dataset", "datasets.${dataset}.source", "datasets.${dataset}.options", "storage"} <= declared["convert"]
+    assert {"seed", "model", "models.${model}", "train", f"datasets.${{dataset}}.{inputs}",
+            "datasets.${dataset}.train_split", "datasets.${dataset}.val_split"} <= declared["train"]
+    for name in ("evaluate", "render"):
+        assert {"dataset", "model", f"datasets.${{dataset}}.{inputs}", "evaluate" if name == "evaluate" else "evaluate.split",
+                "train.device"} <= declared[name]
+    assert "render" in declared["render"]
+
+
+def test_no_two_pipelines_declare_the_same_output():
+    """DVC refuses a repository where two stages share an output or one output holds another."""
+    root_params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    owners: dict[str, str] = {}
+    for out in out_paths(resolve(ROOT_STAGES, root_params)):
+        owners[out] = "dvc.yaml"
+    for suite in SUITES:
+        stages, params = suite_files(suite)
+        for out in out_paths(resolve(stages["stages"], params)):
+            for other, owner in owners.items():
+                assert not (out == other or out.startswith(other + "/") or other.startswith(out + "/")), (
+                    f"{suite}: {out} overlaps {other} of {owner}"
+                )
+            owners[out] = suite
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_readme_names_layout_command_and_number(suite):
+    text = (PIPELINES / suite / "README.md").read_text()
+    params = load_params(PIPELINES / suite / "params.yaml")
+    assert f"dvc repro pipelines/{suite}/dvc.yaml" in text
+    assert f"data/raw/{params.dataset}/" in text
+    assert f"data/runs/{params.dataset}/{params.model}/eval/metrics.json" in text
+    assert "Hardware" in text and "Compare" in text
+
+
+@pytest.mark.slow
+def test_dvc_loads_every_pipeline():
+    """`dvc stage list --all --fail` parses and interpolates every dvc.yaml; `dvc dag` builds the
+    repository's graph, which fails on an output declared twice across dvc.yaml files."""
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+    def dvc(*args: str) -> str:
+        result = subprocess.run(["dvc", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, f"dvc {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+        return result.stdout
+
+    listed = set(dvc("stage", "list", "--all", "--fail", "--name-only").split())
+    for suite in SUITES:
+        for name in ("convert", "index", "train", "evaluate", "render"):
+            assert f"pipelines/{suite}/dvc.yaml:{name}" in listed
+    dag = dvc("dag", "--md")
+    for suite in SUITES:
+        assert f"pipelines/{suite}/dvc.yaml:train" in dag, suite
