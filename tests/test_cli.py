@@ -86,3 +86,24 @@ def test_pipeline_commands_end_to_end(tmp_path, monkeypatch):
     assert bench["train_images_per_s"] > 0 and bench["loader_scenes_per_s"] > 0
     result = runner.invoke(app, ["info", "data/index/synth.json"])
     assert result.exit_code == 0 and "train: 16 scenes" in result.output
+
+
+@pytest.mark.parametrize("model", ["srt", "osrt", "obsurf"])
+def test_3d_models_train_evaluate_and_render(tmp_path, monkeypatch, synth_shards, model):
+    shards, index_path = synth_shards
+    monkeypatch.chdir(tmp_path)
+    tiny_params(tmp_path, model=model, train__steps=3, train__val_every=3, render__num_frames=3)
+    (tmp_path / "data/shards").mkdir(parents=True)
+    (tmp_path / "data/index").mkdir(parents=True)
+    shutil.copytree(shards, tmp_path / "data/shards/synth")
+    shutil.copy(index_path, tmp_path / "data/index/synth.json")
+    for args in (["train"], ["evaluate"], ["render", "--motion", "rotate_and_closeup", "--fade"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (args, result.output)
+    run = tmp_path / "data/runs/synth" / model
+    metrics = json.loads((run / "eval/metrics.json").read_text())
+    assert metrics["scenes"] == 4 and metrics["psnr"] > 0
+    assert ("fg_ari" in metrics) == (model != "srt")
+    assert (run / "renders/scene_0.mp4").stat().st_size > 0
+    assert len(list((run / "renders/scene_0/frames").glob("*.png"))) == 3
+    assert (run / "live/plots/metrics/val/psnr.tsv").exists()

@@ -1,0 +1,75 @@
+"""The benchmark scripts run end to end at ``--tiny`` size and write complete, error-free JSON.
+
+They are not timed here (speed goals live in the benchmarks' own JSON); this only guards against
+a script that no longer runs after a library change.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+from objdisc.models import MODELS
+
+
+def run_script(name: str, *args: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / name), "--tiny", *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_conversion_tiny_writes_json(tmp_path):
+    out = tmp_path / "conversion.json"
+    run_script("conversion.py", "--work", str(tmp_path / "work"), "--out", str(out))
+    report = json.loads(out.read_text())
+    assert report["machine"]["cpu_count"] >= 1 and len(report["machine"]["load_average_start"]) == 3
+    assert report["libraries"]["torch_threads"] >= 1
+    assert set(report["datasets"]) == {"clevr-with-masks", "clevrtex"}
+    for name, entry in report["datasets"].items():
+        assert "error" not in entry["fixture"], entry["fixture"]
+        assert entry["fixture"]["scenes"] == 16
+        converts = entry["convert"]
+        assert [(c["format"], c["workers"]) for c in converts] == [("webdataset", 1), ("hdf5", 1), ("zarr", 1)]
+        for record in converts + entry["loader"] + entry["direct"]:
+            assert "error" not in record, record
+            assert record["scenes_per_s"] > 0 and record["peak_rss_mib"] > 0
+        assert all(c["scenes"] == 16 for c in converts)  # every fixture scene reached the shards
+        assert {(r["format"], r["workers"]) for r in entry["loader"]} == {
+            (f, w) for f in ("webdataset", "hdf5", "zarr") for w in (0, 1)
+        }
+        # The training crop of params.yaml: 128×128 from both datasets, through both routes.
+        assert all(r["image"] == [3, 128, 128] for r in entry["loader"] + entry["direct"])
+    readers = [r["reader"] for r in report["datasets"]["clevr-with-masks"]["direct"]]
+    assert readers[0] == "objdisc-tfrecord"
+
+    # A second run finds the cached fixtures instead of writing them again.
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from fixtures import ensure_fixture
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    for name in report["datasets"]:
+        folder, info = ensure_fixture(name, tmp_path / "work", 16)
+        assert info["cached"] is True and str(folder) == report["datasets"][name]["fixture"]["path"]
+
+
+def test_models_tiny_writes_json(tmp_path):
+    out = tmp_path / "models.json"
+    run_script("models.py", "--out", str(out))
+    report = json.loads(out.read_text())
+    assert report["settings"]["device"] == "cpu"
+    assert [r["model"] for r in report["models"]] == list(MODELS)
+    for record in report["models"]:
+        assert "error" not in record, record
+        assert record["batch"] == 2 and record["parameters"] > 0 and record["step_s"] > 0
+        assert math.isfinite(record["loss_first"]) and math.isfinite(record["loss_last"])
+        assert record["peak_rss_mib"] > 0
+    shapes = {r["model"]: r["shapes"] for r in report["models"]}
+    assert shapes["slot_attention"]["image"] == [2, 3, 32, 32]  # params.yaml: resolution 32
+    assert shapes["srt"]["target_rays"] == [2, 256, 3]  # params.yaml datasets.synth.views
