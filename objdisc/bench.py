@@ -25,8 +25,8 @@ from objdisc.train.loop import autocast, to_device
 
 
 def run_bench(params: Params, out: str | Path, steps: int = 10, batches: int = 20) -> dict[str, Any]:
-    device = pick_device(params.train.device)
-    cfg = params.train
+    device = pick_device(params.training.device)
+    cfg = params.training
     train_set = pipeline.dataset(params, params.data.train_split, train=True)
 
     # Loader: scenes/s through storage → decode → transform → collate, with the configured workers.

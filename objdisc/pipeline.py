@@ -127,7 +127,7 @@ def train(params: Params, progress: bool = True, stop_after: int | None = None) 
         model,
         train_set,
         val_set,
-        params.train,
+        params.training,
         params.run_dir(),
         seed=params.seed,
         model_info=model_info(params),
@@ -149,7 +149,7 @@ def load_trained(path: Path, device: torch.device | str = "cpu") -> Model:
 def evaluate(params: Params, progress: bool = True) -> dict[str, float]:
     from objdisc.evaluate import evaluate as run_evaluation
 
-    device = pick_device(params.train.device)
+    device = pick_device(params.training.device)
     model = load_trained(params.run_dir() / "model.pt", device)
     test_set = dataset(params, params.evaluate.split, train=False)
     return run_evaluation(model, test_set, params.evaluate, params.run_dir() / "eval", device, progress)
@@ -158,7 +158,7 @@ def evaluate(params: Params, progress: bool = True) -> dict[str, float]:
 def render(params: Params, progress: bool = True) -> list[Path]:
     from objdisc.render.scenes import render_scenes
 
-    device = pick_device(params.train.device)
+    device = pick_device(params.training.device)
     model = load_trained(params.run_dir() / "model.pt", device)
     test_set = dataset(params, params.evaluate.split, train=False)
     return render_scenes(model, test_set, params.render, params.run_dir() / "renders", device, progress)

@@ -71,3 +71,17 @@ def test_numbers_are_coerced_but_not_from_bools():
     assert isinstance(cfg.lr, float) and cfg.lr == 1.0
     with pytest.raises(ConfigError, match="train.steps"):
         build(TrainConfig, {"steps": True}, "train")
+
+
+def test_model_train_overrides_apply_to_that_model_only():
+    raw = raw_params()
+    raw["models"]["osrt"]["train"] = {"batch_size": 6, "lr": 1e-4}
+    params = parse_params({**raw, "model": "osrt"})
+    assert params.training.batch_size == 6 and params.training.lr == 1e-4
+    assert params.training.steps == params.train.steps
+    assert "train" not in params.model_options
+    params = parse_params({**raw, "model": "slot_attention"})
+    assert params.training.batch_size == params.train.batch_size
+    raw["models"]["osrt"]["train"] = {"batchsize": 6}
+    with pytest.raises(ConfigError, match="models.osrt.train: unknown key"):
+        parse_params({**raw, "model": "slot_attention"})
