@@ -277,9 +277,10 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     for name in wanted:
         if name not in params.models:
             raise SystemExit(f"error: params.yaml has no models.{name} block")
+        selected = dataclasses.replace(params, model=name)  # that model's train overrides apply
         tasks.append({
             **common, "model": name, "setting": "cpu",
-            "options": dict(params.models[name]), "batch": args.batch or params.train.batch_size,
+            "options": selected.model_options, "batch": args.batch or selected.training.batch_size,
             "scene": scene, "unique_scenes": 0 if not args.tiny else 1,
             "image": dataclasses.asdict(data.image), "views": dict(data.views),
         })
