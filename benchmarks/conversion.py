@@ -263,12 +263,19 @@ TASKS = {
 
 
 def run_task(task: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    before = torch.get_num_threads()
     try:
+        if task.get("threads"):
+            torch.set_num_threads(task["threads"])
         return TASKS[task["kind"]](task)
     except Exception as err:  # recorded, not fatal: the other measurements still run
         import traceback
 
         return {**_common.error_record(err), "traceback": traceback.format_exc()[-3000:]}
+    finally:
+        torch.set_num_threads(before)  # --in-process: the next measurement starts as this one did
 
 
 # ----------------------------------------------------------------------------- driver
@@ -282,7 +289,7 @@ class Runner:
         self.timeout = timeout
 
     def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
-        label = " ".join(f"{k}={v}" for k, v in task.items() if k in ("kind", "dataset", "format", "workers", "reader"))
+        label = " ".join(f"{k}={v}" for k, v in task.items() if k in ("kind", "dataset", "format", "workers", "reader", "threads"))
         print(f"[conversion] {label} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         if self.in_process:
@@ -303,6 +310,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--convert-workers", help="conversion worker counts, WebDataset; the other formats use the largest "
                    "(default 1,2; --tiny: 1)")
     p.add_argument("--loader-workers", help="DataLoader worker counts (default 0,2; --tiny: 0,1)")
+    p.add_argument("--threads", default="0,1",
+                   help="torch threads for in-process reading (loader workers 0, direct); 0 = torch's default")
     p.add_argument("--shard-scenes", type=int, default=200, help="scenes per shard (params.yaml storage.shard_scenes)")
     p.add_argument("--batch", type=int, default=32, help="loader batch size")
     p.add_argument("--batches", type=int, default=30, help="timed batches per loader run (after the first)")
@@ -310,6 +319,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "objdisc-bench"),
                    help="folder for fixtures (cached between runs) and converted shards")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "conversion.json"), help="result JSON")
+    p.add_argument("--skip-convert", action="store_true",
+                   help="measure loaders and direct reading only, on the shards an earlier run kept under --work "
+                   "(its conversion figures are carried over from --out)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds allowed per measurement")
     p.add_argument("--in-process", action="store_true", help="run measurements in this process (no memory isolation)")
     p.add_argument("--tiny", action="store_true",
@@ -339,6 +351,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     formats = [f for f in args.formats.split(",") if f]
     convert_workers = _ints(args.convert_workers)
     loader_workers = _ints(args.loader_workers)
+    thread_counts = _ints(args.threads)
     unknown = sorted(set(datasets) - set(DATASETS))
     if unknown:
         raise SystemExit(f"error: --datasets: unknown {unknown} (known: {', '.join(DATASETS)})")
@@ -353,11 +366,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "formats": formats,
             "convert_workers": convert_workers,
             "loader_workers": loader_workers,
+            "threads": thread_counts,
             "shard_scenes": args.shard_scenes,
             "batch": args.batch,
             "batches": args.batches,
             "seed": args.seed,
             "isolated": not args.in_process,
+            "skip_convert": args.skip_convert,
             "tiny": args.tiny,
         },
         "datasets": {},
@@ -379,6 +394,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         runs = [(f, w) for f in formats for w in (convert_workers if f == "webdataset" else [top])]
         entry["convert"] = []
         kept: dict[str, Path] = {}
+        if args.skip_convert:
+            kept = reuse_conversion(entry, dataset, formats, top, work, fixture, args)
+            runs = []
         for fmt, workers in runs:
             out = work / "shards" / dataset / f"{fmt}-w{workers}"
             keep = workers == top
@@ -390,11 +408,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if keep and "error" not in entry["convert"][-1]:
                 kept[fmt] = out
 
+        # In-process reading (workers 0, direct) at each --threads count: torch's intra-op threads
+        # decide its speed on a busy machine; DataLoader workers always use one thread each.
         entry["loader"] = [
             run({"kind": "loader", "dataset": dataset, "shards": str(kept[fmt]), "image": entry["image"],
-                 "batch": args.batch, "batches": args.batches, "workers": workers, "format": fmt})
+                 "batch": args.batch, "batches": args.batches, "workers": workers, "format": fmt,
+                 "threads": threads})
             for fmt in formats if fmt in kept
             for workers in loader_workers
+            for threads in (thread_counts if workers == 0 else [0])
         ]
 
         count = min(args.scenes, (args.batches + 1) * args.batch)
@@ -403,14 +425,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             readers.append("tf.data")
         entry["direct"] = [
             run({"kind": "direct", "dataset": dataset, "reader": reader, "input": fixture["path"],
-                 "image": entry["image"], "count": min(count, TF_DATA_SCENES) if reader == "tf.data" else count})
+                 "image": entry["image"], "count": min(count, TF_DATA_SCENES) if reader == "tf.data" else count,
+                 "threads": threads})
             for reader in readers
+            for threads in thread_counts
         ]
     report["total_s"] = round(time.perf_counter() - started, 1)
     write_json(args.out, report)
     print(summary(report))
     print(f"wrote {args.out}", file=sys.stderr)
     return report
+
+
+def reuse_conversion(
+    entry: dict[str, Any], dataset: str, formats: list[str], top: int, work: Path, fixture: dict, args: argparse.Namespace
+) -> dict[str, Path]:
+    """``--skip-convert``: the loaders read the shards an earlier run kept under ``--work``, and the
+    earlier run's conversion figures (from ``--out``) are carried over, marked with that run's time
+    and load average."""
+    kept = {}
+    for fmt in formats:
+        out = work / "shards" / dataset / f"{fmt}-w{top}"
+        manifest = out / "convert.json"
+        if not (out / "index.json").exists() or not manifest.exists():
+            raise SystemExit(f"error: --skip-convert: {out} has no finished, indexed conversion; run without it")
+        settings = json.loads(manifest.read_text())
+        if settings["input"] != fixture["path"] or settings["shard_scenes"] != args.shard_scenes:
+            raise SystemExit(f"error: --skip-convert: {manifest} was made from other input or shard size")
+        kept[fmt] = out
+    previous = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    earlier = previous.get("datasets", {}).get(dataset, {}).get("convert", [])
+    if earlier:
+        machine = previous.get("machine", {})
+        entry["convert_measured_earlier"] = {
+            "time_utc": machine.get("time_utc"), "load_average_start": machine.get("load_average_start"),
+        }
+        entry["convert"] = earlier
+    return kept
 
 
 def _has_tensorflow() -> bool:
@@ -427,9 +478,11 @@ def summary(report: dict[str, Any]) -> str:
         for r in entry.get("convert", []):
             rows.append((f"convert {r.get('format', '?')} workers={r.get('workers', '?')}", r))
         for r in entry.get("loader", []):
-            rows.append((f"loader {r.get('format', '?')} workers={r.get('workers', '?')}", r))
+            threads = f" threads={r['torch_threads']}" if r.get("workers") == 0 and "torch_threads" in r else ""
+            rows.append((f"loader {r.get('format', '?')} workers={r.get('workers', '?')}{threads}", r))
         for r in entry.get("direct", []):
-            rows.append((f"direct {r.get('reader', '?')}", r))
+            threads = f" threads={r['torch_threads']}" if "torch_threads" in r else ""
+            rows.append((f"direct {r.get('reader', '?')}{threads}", r))
         for name, r in rows:
             if "error" in r:
                 lines.append(f"{dataset:18} {name:42} {'error: ' + r['error'][:60]}")

@@ -225,6 +225,9 @@ def _is_oom(err: BaseException) -> bool:
 def run_task(task: dict[str, Any]) -> dict[str, Any]:
     if task["kind"] == "libraries":
         return _common.library_info()
+    import torch
+
+    threads = torch.get_num_threads()
     try:
         return task_model(task)
     except BaseException as err:  # noqa: BLE001 - OOM and any other failure are results here
@@ -233,8 +236,10 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
         import traceback
 
         record = {**_common.error_record(err), "oom": _is_oom(err), "traceback": traceback.format_exc()[-3000:]}
-        record.update(model=task["model"], setting=task["setting"], batch=task["batch"])
+        record.update(model=task["model"], setting=task["setting"], batch=task["batch"], threads=task.get("threads"))
         return record
+    finally:
+        torch.set_num_threads(threads)  # --in-process: the next model starts as this one did
 
 
 # ----------------------------------------------------------------------------- driver
@@ -258,7 +263,6 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
         "warmup": args.warmup,
         "steps": args.steps,
         "seed": params.seed,
-        "threads": args.threads,
     }
     tasks = []
     if args.paper:
@@ -270,7 +274,7 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "batch": args.batch or s.batch, "scene": list(s.scene), "unique_scenes": UNIQUE_SCENES,
                 "image": s.image, "views": _views_preset(s.views),
             })
-        return tasks
+        return _per_thread_count(tasks, args)
     data = params.datasets[params.dataset]
     synth = params.synth
     scene = [int(synth.get("views", 3)), int(synth.get("height", 48)), int(synth.get("width", 64))]
@@ -278,13 +282,21 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
         if name not in params.models:
             raise SystemExit(f"error: params.yaml has no models.{name} block")
         selected = dataclasses.replace(params, model=name)  # that model's train overrides apply
+        train = selected.training
         tasks.append({
-            **common, "model": name, "setting": "cpu",
-            "options": selected.model_options, "batch": args.batch or selected.training.batch_size,
+            **common, "model": name, "setting": "cpu", "precision": train.precision, "lr": train.lr,
+            "grad_clip": train.grad_clip, "options": selected.model_options, "batch": args.batch or train.batch_size,
             "scene": scene, "unique_scenes": 0 if not args.tiny else 1,
             "image": dataclasses.asdict(data.image), "views": dict(data.views),
         })
-    return tasks
+    return _per_thread_count(tasks, args)
+
+
+def _per_thread_count(tasks: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Each task once per ``--threads`` count (0: torch's default). On a shared CPU the count can
+    change a step's time many times over, so the CPU results hold both."""
+    counts = [int(x) for x in args.threads.split(",") if x.strip()] or [0]
+    return [{**task, "threads": n} for task in tasks for n in counts]
 
 
 def _views_preset(name: str | None) -> dict[str, Any] | None:
@@ -299,7 +311,8 @@ def measure(task: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """One model, retried with half the batch after an out-of-memory error (unless --no-halve)."""
     too_big = []
     while True:
-        print(f"[models] {task['model']} {task['setting']} batch={task['batch']} on {task['device']} ...",
+        print(f"[models] {task['model']} {task['setting']} batch={task['batch']} threads={task['threads'] or 'default'} "
+              f"on {task['device']} ...",
               file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         if args.in_process:
@@ -327,7 +340,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=0, help="batch size for every model (default: params / PAPER)")
     p.add_argument("--steps", type=int, default=0, help="timed steps (default 10 on CPU, 20 on CUDA)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", default="0",
+                   help="comma list of torch thread counts, each model measured at each (0: torch's default)")
     p.add_argument("--no-halve", action="store_true", help="record an out-of-memory error without retrying smaller")
     p.add_argument("--timeout", type=float, default=1800, help="seconds allowed per model")
     p.add_argument("--in-process", action="store_true", help="run models in this process (no memory isolation)")
@@ -363,7 +377,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "paper": args.paper,
             "steps": args.steps,
             "warmup": args.warmup,
-            "threads": args.threads or None,
+            "threads": [int(x) for x in args.threads.split(",") if x.strip()],
             "isolated": not args.in_process,
             "tiny": args.tiny,
         },
@@ -380,14 +394,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def summary(report: dict[str, Any]) -> str:
     gpu = report["settings"]["device"] == "cuda"
-    head = f"{'model':15} {'setting':34} {'batch':>5} {'params':>10} {'s/step':>8} {'samples/s':>10} {'peak RSS MiB':>12}"
+    head = (f"{'model':15} {'setting':18} {'batch':>5} {'threads':>7} {'params':>11} {'s/step':>8} {'samples/s':>10} "
+            f"{'peak RSS MiB':>12}")
     lines = [head + (f" {'peak GPU MiB':>12}" if gpu else "")]
     for r in report["models"]:
         if "error" in r:
-            lines.append(f"{r['model']:15} {r['setting']:34} {r['batch']:5} error: {r['error'][:70]}")
+            lines.append(f"{r['model']:15} {r['setting']:18} {r['batch']:5} error: {r['error'][:70]}")
             continue
-        line = (f"{r['model']:15} {r['setting']:34} {r['batch']:5} {r['parameters']:10,} {r['step_s']:8.4f} "
-                f"{r['samples_per_s']:10.1f} {r['peak_rss_mib']:12.0f}")
+        line = (f"{r['model']:15} {r['setting']:18} {r['batch']:5} {r['torch_threads']:7} {r['parameters']:11,} "
+                f"{r['step_s']:8.4f} {r['samples_per_s']:10.1f} {r['peak_rss_mib']:12.0f}")
         if gpu:
             line += f" {r.get('peak_gpu_allocated_mib', 0):12.0f}"
         lines.append(line)

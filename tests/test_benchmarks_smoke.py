@@ -43,6 +43,9 @@ def test_conversion_tiny_writes_json(tmp_path):
         assert {(r["format"], r["workers"]) for r in entry["loader"]} == {
             (f, w) for f in ("webdataset", "hdf5", "zarr") for w in (0, 1)
         }
+        # In-process reading is measured at torch's default thread count and at one thread.
+        assert {r["torch_threads"] for r in entry["direct"]} >= {1}
+        assert sum(r["workers"] == 0 for r in entry["loader"]) == 6
         # The training crop of params.yaml: 128×128 from both datasets, through both routes.
         assert all(r["image"] == [3, 128, 128] for r in entry["loader"] + entry["direct"])
     readers = [r["reader"] for r in report["datasets"]["clevr-with-masks"]["direct"]]
