@@ -1,10 +1,17 @@
 """Original files → canonical shards, in parallel, streaming and resumable.
 
-Each split is cut into shards of ``shard_scenes`` consecutive scenes; every shard is an independent
-job (source range ``[start, stop)``) run in a worker process and written atomically by the storage
-layer, so memory stays flat and an interrupted conversion, run again with the same parameters,
-skips the shards already on disk. ``convert.json`` is written last: a folder without it is
-unfinished.
+Each split is cut into shards of ``shard_scenes`` consecutive scenes (``plan``). The unfinished
+shards are grouped into runs of consecutive shards, about ``workers`` runs per split (``runs``);
+each worker process reads a whole run with ONE pass of the source and writes its shards one after
+another, each atomically by the storage layer, so memory stays flat. One pass per run matters for
+sequential files: reaching record k of a gzip TFRecord means decompressing records 0..k-1, so
+starting a reader per shard would cost time quadratic in the file length; a run pays that skip
+once. The worker processes get the source the main process opened (pickled), with what it learned
+while counting scenes, so no worker counts a file again.
+
+Every finished shard leaves a record in ``.parts/``: an interrupted conversion, run again with the
+same parameters, skips the shards already on disk. ``convert.json`` is written last: a folder
+without it is unfinished.
 """
 
 from __future__ import annotations
@@ -14,8 +21,8 @@ import math
 import multiprocessing as mp
 import os
 import shutil
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +45,29 @@ class ShardJob:
     stop: int
 
 
+@dataclass(frozen=True)
+class Run:
+    """Consecutive shards of one split, converted by one worker reading the source once."""
+
+    jobs: tuple[ShardJob, ...]
+
+    @property
+    def split(self) -> str:
+        return self.jobs[0].split
+
+    @property
+    def start(self) -> int:
+        return self.jobs[0].start
+
+    @property
+    def stop(self) -> int:
+        return self.jobs[-1].stop
+
+    @property
+    def scenes(self) -> int:
+        return self.stop - self.start
+
+
 @dataclass
 class ConvertResult:
     out: str
@@ -53,6 +83,34 @@ def plan(counts: dict[str, int], shard_scenes: int) -> list[ShardJob]:
         for shard in range(math.ceil(n / shard_scenes)):
             jobs.append(ShardJob(split, shard, shard * shard_scenes, min(n, (shard + 1) * shard_scenes)))
     return jobs
+
+
+def runs(todo: list[ShardJob], workers: int) -> list[Run]:
+    """Group the unfinished shards (in ``plan`` order) into runs, largest first.
+
+    A run never spans a split or a gap left by finished shards. Each split gets about ``workers``
+    runs, so all workers stay busy on one large split, and no more: every extra run of a sequential
+    source costs one more skip from the start of the file to the run's first record.
+    """
+    blocks: dict[str, list[list[ShardJob]]] = {}
+    for job in todo:
+        split = blocks.setdefault(job.split, [])
+        if split and split[-1][-1].shard + 1 == job.shard:
+            split[-1].append(job)
+        else:
+            split.append([job])
+    out = []
+    for split in blocks.values():
+        total = sum(len(block) for block in split)
+        for block in split:
+            pieces = max(1, min(len(block), round(workers * len(block) / total)))
+            size, extra = divmod(len(block), pieces)
+            first = 0
+            for piece in range(pieces):
+                last = first + size + (piece < extra)
+                out.append(Run(tuple(block[first:last])))
+                first = last
+    return sorted(out, key=lambda run: -run.scenes)  # longest first: the last run to finish is short
 
 
 def convert(
@@ -107,21 +165,12 @@ def convert(
     total = sum(j.stop - j.start for j in jobs)
     bar = tqdm(total=total, unit="scene", desc=f"convert {source_name}", disable=not progress)
     bar.update(sum(job.stop - job.start for job in done))
-    if workers <= 1 or len(todo) <= 1:
-        for job in todo:
-            done[job] = _convert_shard(source_cls, str(input_path), options, job, str(out), fmt, skip_bad)
-            bar.update(job.stop - job.start)
+    work = runs(todo, max(workers, 1))
+    if workers <= 1 or len(work) <= 1:
+        for run in work:
+            done.update(_convert_run(source, run, str(out), fmt, skip_bad, lambda: bar.update(1)))
     else:
-        ctx = mp.get_context("spawn")  # fork is unsafe with TFDS/ArrayRecord and threads
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {
-                pool.submit(_convert_shard, source_cls, str(input_path), options, job, str(out), fmt, skip_bad): job
-                for job in todo
-            }
-            for future in as_completed(futures):
-                job = futures[future]
-                done[job] = future.result()
-                bar.update(job.stop - job.start)
+        done.update(_convert_in_pool(source, work, str(out), fmt, skip_bad, workers, bar))
     bar.close()
 
     for job in jobs:
@@ -168,43 +217,97 @@ def _finished(out: Path, job: ShardJob, fmt: str) -> dict[str, Any] | None:
     return record
 
 
-def _scenes(source: Source, job: ShardJob, skip_bad: bool, skipped: list) -> Iterator[Scene]:
-    """The job's scenes in order; with ``skip_bad`` a bad scene is recorded and passed over."""
-    position = job.start
-    while position < job.stop:
+def _scenes(
+    source: Source, split: str, start: int, stop: int, skip_bad: bool, skipped: list, tick: Callable[[], None]
+) -> Iterator[tuple[int, Scene]]:
+    """``(position, scene)`` for positions ``start..stop-1`` from one reader of the source. With
+    ``skip_bad`` a bad scene is recorded and the reader restarts after it."""
+    position = start
+    while position < stop:
         try:
-            for scene in source.read(job.split, position, job.stop):
-                validate_scene(scene, where=f"{source.info.name} {job.split} scene {position}")
+            for scene in source.read(split, position, stop):
+                validate_scene(scene, where=f"{source.info.name} {split} scene {position}")
+                tick()
+                yield position, scene
                 position += 1
-                yield scene
             return
         except (SourceError, SchemaError) as err:
             if not skip_bad:
                 raise
-            skipped.append({"split": job.split, "position": position, "error": str(err)})
+            skipped.append({"split": split, "position": position, "error": str(err)})
+            tick()
             position += 1
 
 
-def _convert_shard(
-    source_cls: type[Source], input_path: str, options: dict, job: ShardJob, out: str, fmt: str, skip_bad: bool
-) -> dict[str, Any]:
-    source = source_cls(input_path, **options)
+def _convert_run(
+    source: Source, run: Run, out: str, fmt: str, skip_bad: bool, tick: Callable[[], None]
+) -> dict[ShardJob, dict[str, Any]]:
+    """Write the run's shards in order from one pass over its source range; each finished shard
+    leaves its ``.parts`` record at once, so a kill loses at most the shard being written."""
     skipped: list[dict[str, Any]] = []
-    path = Path(out) / storage.shard_name(job.split, job.shard, fmt)
-    scenes = _scenes(source, job, skip_bad, skipped)
-    first = next(scenes, None)
-    shard = None
-    if first is not None:
-        info = storage.write_shard(path, _chain(first, scenes), fmt)
-        shard = {"path": path.name, "scenes": info.scenes, "bytes": info.bytes, "sha256": info.sha256}
-    record = {"shard": shard, "skipped": skipped}
-    _write_json(_part_path(Path(out), job), record)
-    return record
+    scenes = _scenes(source, run.split, run.start, run.stop, skip_bad, skipped, tick)
+    ahead = next(scenes, None)  # the next (position, scene); it tells where a shard ends
+    records = {}
+    for job in run.jobs:
+
+        def in_shard() -> Iterator[Scene]:
+            nonlocal ahead
+            while ahead is not None and ahead[0] < job.stop:
+                yield ahead[1]
+                ahead = next(scenes, None)
+
+        shard = None
+        if ahead is not None and ahead[0] < job.stop:
+            path = Path(out) / storage.shard_name(job.split, job.shard, fmt)
+            info = storage.write_shard(path, in_shard(), fmt)
+            shard = {"path": path.name, "scenes": info.scenes, "bytes": info.bytes, "sha256": info.sha256}
+        # Skips are found in position order, so all of this shard's are known once ``ahead`` has
+        # passed its end (or the run is over).
+        mine = [s for s in skipped if job.start <= s["position"] < job.stop]
+        records[job] = {"shard": shard, "skipped": mine}
+        _write_json(_part_path(Path(out), job), records[job])
+    return records
 
 
-def _chain(first: Scene, rest: Iterator[Scene]) -> Iterator[Scene]:
-    yield first
-    yield from rest
+# Worker processes: the opened source and the shared count of scenes done (for the progress bar)
+# arrive once, through the pool's initializer.
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(source: Source, counter: Any) -> None:
+    _worker.update(source=source, counter=counter)
+
+
+def _tick_shared() -> None:
+    counter = _worker["counter"]
+    with counter.get_lock():
+        counter.value += 1
+
+
+def _run_in_worker(run: Run, out: str, fmt: str, skip_bad: bool) -> dict[ShardJob, dict[str, Any]]:
+    return _convert_run(_worker["source"], run, out, fmt, skip_bad, _tick_shared)
+
+
+def _convert_in_pool(
+    source: Source, work: list[Run], out: str, fmt: str, skip_bad: bool, workers: int, bar: tqdm
+) -> dict[ShardJob, dict[str, Any]]:
+    """Runs in ``workers`` processes. The first failure stops every worker at once (a shard being
+    written stays a temp file, removed by the next attempt) and is raised here."""
+    ctx = mp.get_context("spawn")  # fork is unsafe with TFDS/ArrayRecord and threads
+    counter = ctx.Value("q", 0)
+    done: dict[ShardJob, dict[str, Any]] = {}
+    with ctx.Pool(min(workers, len(work)), initializer=_init_worker, initargs=(source, counter)) as pool:
+        pending = [pool.apply_async(_run_in_worker, (run, out, fmt, skip_bad)) for run in work]
+        seen = 0
+        while pending:
+            time.sleep(0.2)
+            for result in [r for r in pending if r.ready()]:
+                pending.remove(result)
+                done.update(result.get())  # re-raises the worker's error; leaving `with` kills the rest
+            now = counter.value
+            bar.update(now - seen)
+            seen = now
+    return done
 
 
 def _write_json(path: Path, obj: Any) -> None:

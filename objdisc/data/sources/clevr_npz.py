@@ -113,6 +113,7 @@ class ClevrNpz(Source):
         self.index = load_manifest(self.base)
         self.max_objects = parse_max_objects(options.get("max_objects"), NAME)
         self.table = parse_splits(options["splits"], NAME) if "splits" in options else dict(SPLITS)
+        self._visible: np.ndarray | None = None  # kept on the instance: pickled workers never recount
 
     def _load(self, number: int) -> dict[str, np.ndarray]:
         path = self.base / self.index[str(number)]
@@ -126,6 +127,8 @@ class ClevrNpz(Source):
 
     def _objects(self) -> np.ndarray:
         """Visible objects per record (reads only ``visibility`` from each file)."""
+        if self._visible is not None:
+            return self._visible
         key = (str(self.base.resolve()), len(self.index))
         if key not in _OBJECT_COUNTS:
             counts = np.empty(len(self.index), np.int16)
@@ -138,7 +141,8 @@ class ClevrNpz(Source):
                     raise SourceError(f"{NAME}: cannot read 'visibility' from {path}: {err}") from None
                 counts[number] = count_objects(visibility.reshape(-1))
             _OBJECT_COUNTS[key] = counts
-        return _OBJECT_COUNTS[key]
+        self._visible = _OBJECT_COUNTS[key]
+        return self._visible
 
     def members(self, split: str) -> Sequence[int]:
         self.check_split(split)

@@ -78,6 +78,20 @@ class KubricMSN(Source):
         self.features = self.builder.info.features
         self.file_format = str(getattr(self.builder.info.file_format, "value", self.builder.info.file_format))
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The TFDS builder holds open file and thread state; a pickled source (as the converter's
+        # workers get it) re-opens it from the folder instead.
+        state = dict(self.__dict__)
+        del state["builder"], state["features"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import tensorflow_datasets as tfds
+
+        self.__dict__.update(state)
+        self.builder = tfds.builder_from_directory(str(self.builder_dir))
+        self.features = self.builder.info.features
+
     def _find_builder_dir(self) -> Path:
         """The TFDS version folder: the published path if present, else the only folder with a
         ``dataset_info.json`` under the root."""

@@ -314,6 +314,10 @@ class MultiObjectTFRecord(Source):
         else:
             self.table = self.default_splits()
         self.spec = self.layout.features()
+        # Learned by the first pass over the file and kept on the instance, so a pickled source
+        # (the converter's workers get one) never counts again.
+        self._count: int | None = None
+        self._visible: np.ndarray | None = None
 
     def _choose_variant(self, variant: Any) -> str | None:
         known = [v for v in self.layouts if v is not None]
@@ -347,15 +351,20 @@ class MultiObjectTFRecord(Source):
 
     def _records(self) -> int:
         """Records in the file (cached per file, see ``count_records``)."""
-        if self.max_objects is not None:
-            return len(self._objects())
-        try:
-            return count_records(self.path, self.compression)
-        except TFRecordError as err:
-            raise SourceError(str(err)) from err
+        if self._count is None:
+            if self.max_objects is not None:
+                self._count = len(self._objects())
+            else:
+                try:
+                    self._count = count_records(self.path, self.compression)
+                except TFRecordError as err:
+                    raise SourceError(str(err)) from err
+        return self._count
 
     def _objects(self) -> np.ndarray:
         """Visible objects per record (one pass decoding only ``visibility``)."""
+        if self._visible is not None:
+            return self._visible
         key = (*self._file_key(), self.layout.entities)
         if key not in _OBJECT_COUNTS:
             spec = {"visibility": Fixed((self.layout.entities,), "float32")}
@@ -367,7 +376,8 @@ class MultiObjectTFRecord(Source):
             except TFRecordError as err:
                 raise SourceError(str(err)) from err
             _OBJECT_COUNTS[key] = np.asarray(counts, dtype=np.int16)
-        return _OBJECT_COUNTS[key]
+        self._visible = _OBJECT_COUNTS[key]
+        return self._visible
 
     def members(self, split: str) -> Sequence[int]:
         """Record numbers of ``split`` in order."""

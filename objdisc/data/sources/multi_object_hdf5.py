@@ -82,6 +82,7 @@ class MultiObjectHDF5(Source):
         self.table = parse_splits(options["splits"], NAME) if "splits" in options else dict(table)
         self.spec = self.layout.features()
         self.total = self._check_file()
+        self._visible: np.ndarray | None = None  # kept on the instance: pickled workers never recount
 
     def _choose_dataset(self, dataset: Any) -> str:
         if dataset is not None:
@@ -124,6 +125,8 @@ class MultiObjectHDF5(Source):
         return int(total)
 
     def _objects(self) -> np.ndarray:
+        if self._visible is not None:
+            return self._visible
         stat = self.path.stat()
         key = (str(self.path.resolve()), stat.st_size, stat.st_mtime_ns)
         if key not in _OBJECT_COUNTS:
@@ -134,7 +137,8 @@ class MultiObjectHDF5(Source):
                 for a in range(0, self.total, step):
                     counts[a : a + step] = count_objects(visibility[a : a + step])
             _OBJECT_COUNTS[key] = counts
-        return _OBJECT_COUNTS[key]
+        self._visible = _OBJECT_COUNTS[key]
+        return self._visible
 
     def members(self, split: str) -> Sequence[int]:
         self.check_split(split)

@@ -6,6 +6,8 @@ the stored rays themselves for the stacked layout, always through ``pixel_rays``
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -209,6 +211,8 @@ def test_msn(tmp_path, layout, file_format):
             check_cameras(scene, t, layout)
         assert [s["__key__"] for s in source.read(split, n - 1, n + 5)] == [f"{n - 1:08d}"]
     assert {split: set(t) for split, t in truth.items()} == seen  # split membership
+    clone = pickle.loads(pickle.dumps(source))  # what the converter's worker processes receive
+    np.testing.assert_array_equal(next(clone.read("train", 1, 2))["image"], next(source.read("train", 1, 2))["image"])
 
 
 @pytest.mark.tf
