@@ -103,6 +103,7 @@ class StorageConfig:
     format: typing.Literal["webdataset", "hdf5", "zarr"] = "webdataset"
     shard_scenes: int = 256  # scenes per shard (fixed count: lets workers convert shards in parallel)
     workers: int = 2  # conversion worker processes
+    skip_bad: bool = False  # skip scenes that fail to decode, listed in the index, instead of failing
 
     def __post_init__(self) -> None:
         if self.shard_scenes < 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Iterator
 
 from objdisc.config import ConfigError
@@ -13,7 +14,9 @@ EXPECTED: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, Key
 
 @contextlib.contextmanager
 def exit_on_error() -> Iterator[None]:
-    """Print ``error: <message>`` and exit with status 1 on an expected failure."""
+    """Print ``error: <message>`` and exit with status 1 on an expected failure; warnings print
+    as one ``warning: <message>`` line."""
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
     try:
         yield
     except EXPECTED as err:

@@ -51,6 +51,7 @@ def convert(params: Params, progress: bool = True) -> converting.ConvertResult:
         options=data.options,
         shard_scenes=params.storage.shard_scenes,
         workers=params.storage.workers,
+        skip_bad=params.storage.skip_bad,
         progress=progress,
     )
 

@@ -1,4 +1,4 @@
-"""DVC stage `convert`: Convert datasets.<dataset>.raw into canonical shards under data/shards/<dataset>."""
+"""DVC stage `convert`: the original files in data/raw/<dataset> → canonical shards in data/shards/<dataset>."""
 
 import sys
 

@@ -107,3 +107,36 @@ def test_3d_models_train_evaluate_and_render(tmp_path, monkeypatch, synth_shards
     assert (run / "renders/scene_0.mp4").stat().st_size > 0
     assert len(list((run / "renders/scene_0/frames").glob("*.png"))) == 3
     assert (run / "live/plots/metrics/val/psnr.tsv").exists()
+
+
+def test_convert_a_cut_download(tmp_path):
+    """A truncated TFRecord: the strict conversion fails naming file and record; with --skip-bad
+    it keeps the whole records, prints one warning line and lists the cut record."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from objdisc.data.sources.multi_object import TETROMINOES
+    from tests.data.sources.fixtures_deepmind import random_scene, write_py
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "raw" / TETROMINOES.file
+    path.parent.mkdir()
+    write_py(path, TETROMINOES, [random_scene(TETROMINOES, rng) for _ in range(8)])
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 5 // 8])
+    command = [sys.executable, "-m", "objdisc", "convert", "tetrominoes", "--input", str(path.parent),
+               "--shard-scenes", "2", "--option", "splits={train: [0, 8]}"]
+    strict = subprocess.run([*command, "--output", str(tmp_path / "a")], capture_output=True, text=True)
+    assert strict.returncode == 1
+    assert "tetrominoes_train.tfrecords: record" in strict.stderr and "truncated compressed stream" in strict.stderr
+    assert "Traceback" not in strict.stderr
+    lenient = subprocess.run([*command, "--output", str(tmp_path / "b"), "--skip-bad"], capture_output=True, text=True)
+    assert lenient.returncode == 0, lenient.stderr
+    warning = [line for line in lenient.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warning) == 1 and "cannot be read" in warning[0]
+    assert "skipped 1" in lenient.stdout
+    index = runner.invoke(app, ["index", str(tmp_path / "b")])
+    assert index.exit_code == 0, index.output
+    skipped = json.loads((tmp_path / "b" / "index.json").read_text())["skipped"]
+    assert len(skipped) == 1 and "truncated compressed stream" in skipped[0]["error"]

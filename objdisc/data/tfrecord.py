@@ -50,7 +50,19 @@ _WBITS = {"GZIP": 31, "ZLIB": 15}
 
 class TFRecordError(ValueError):
     """A corrupt or truncated TFRecord file, or an Example that does not match the declared
-    features; the message names the file and the record number."""
+    features; the message names the file and the record number.
+
+    ``ends_at`` is set when nothing from that record on can be read (a truncated or corrupt
+    compressed stream, a cut or garbled record header): the file's readable part ends there.
+    A payload CRC mismatch leaves it None: the framing is intact and later records still read.
+    """
+
+    def __init__(self, message: str, ends_at: int | None = None) -> None:
+        super().__init__(message)
+        self.ends_at = ends_at
+
+    def __reduce__(self):  # keep ``ends_at`` through pickling (worker processes)
+        return (type(self), (self.args[0], self.ends_at))
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,16 +258,16 @@ def _records(
                     )
                 return
             if len(header) < _HEADER.size:
-                raise TFRecordError(f"{path}: record {index}: truncated record header")
+                raise TFRecordError(f"{path}: record {index}: truncated record header", ends_at=index)
             length, length_crc = _HEADER.unpack(header)
             if masked_crc32c(header[:8]) != length_crc:
-                raise TFRecordError(f"{path}: record {index}: length CRC mismatch (corrupt header)")
+                raise TFRecordError(f"{path}: record {index}: length CRC mismatch (corrupt header)", ends_at=index)
             if target is None or index == target:
                 payload = stream.read(length)
                 crc = stream.read(4)
                 if len(payload) < length or len(crc) < 4:
                     raise TFRecordError(
-                        f"{path}: record {index}: truncated record ({length} payload bytes declared)"
+                        f"{path}: record {index}: truncated record ({length} payload bytes declared)", ends_at=index
                     )
                 if verify and masked_crc32c(payload) != _CRC.unpack(crc)[0]:
                     raise TFRecordError(f"{path}: record {index}: payload CRC mismatch (corrupt data)")
@@ -270,12 +282,12 @@ def _records(
             else:
                 if stream.skip(length + 4) < length + 4:
                     raise TFRecordError(
-                        f"{path}: record {index}: truncated record ({length} payload bytes declared)"
+                        f"{path}: record {index}: truncated record ({length} payload bytes declared)", ends_at=index
                     )
                 yield index, None
             index += 1
     except _StreamError as err:
-        raise TFRecordError(f"{path}: record {index}: {err}") from None
+        raise TFRecordError(f"{path}: record {index}: {err}", ends_at=index) from None
     finally:
         stream.close()
 

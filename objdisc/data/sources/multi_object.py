@@ -27,10 +27,16 @@ shorter file is empty). Option ``splits`` replaces the table ({name: [start, sto
 most that many visible objects (entities k ≥ 1), applied inside each range before any ``limit``.
 Counting records (and objects, when filtering) takes one pass over the file, cached in memory per
 file; reading restarts anywhere by skipping records by their framing, so conversion streams.
+
+A damaged file (a cut download, a corrupt compressed stream) is readable up to some record; it
+counts up to and including that record, whose read raises the error naming file and record, so a
+strict conversion stops there and ``--skip-bad`` keeps every scene before it and lists the broken
+one. A payload CRC mismatch spoils only its own record.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -358,8 +364,21 @@ class MultiObjectTFRecord(Source):
                 try:
                     self._count = count_records(self.path, self.compression)
                 except TFRecordError as err:
-                    raise SourceError(str(err)) from err
+                    if err.ends_at is None:
+                        raise SourceError(str(err)) from err
+                    self._count = self._damaged(err)
         return self._count
+
+    def _damaged(self, err: TFRecordError) -> int:
+        """A file whose readable part ends at record ``err.ends_at`` (a cut download, say) counts
+        that record too: reading it raises the error naming the file and record, so a strict
+        conversion fails there and ``--skip-bad`` lists it among the skipped scenes."""
+        warnings.warn(
+            f"{self.info.name}: {err}; records {err.ends_at} onwards cannot be read "
+            f"(a strict conversion stops at record {err.ends_at}, --skip-bad keeps the {err.ends_at} before it)",
+            stacklevel=3,
+        )
+        return err.ends_at + 1
 
     def _objects(self) -> np.ndarray:
         """Visible objects per record (one pass decoding only ``visibility``)."""
@@ -370,11 +389,19 @@ class MultiObjectTFRecord(Source):
             spec = {"visibility": Fixed((self.layout.entities,), "float32")}
             counts = []
             try:
-                for index, payload in enumerate(iter_records(self.path, self.compression)):
-                    visibility = parse_fixed(payload, spec, f"{self.path}: record {index}")["visibility"]
-                    counts.append(int(count_objects(visibility)))
+                # Payload CRCs are checked when the scenes are read; a record that cannot be
+                # decoded here counts 0 objects, so it stays a member and its read names the fault.
+                for index, payload in enumerate(iter_records(self.path, self.compression, verify=False)):
+                    try:
+                        visibility = parse_fixed(payload, spec, f"{self.path}: record {index}")["visibility"]
+                        counts.append(int(count_objects(visibility)))
+                    except TFRecordError:
+                        counts.append(0)
             except TFRecordError as err:
-                raise SourceError(str(err)) from err
+                if err.ends_at is None:
+                    raise SourceError(str(err)) from err
+                self._damaged(err)
+                counts.append(0)  # the unreadable record stays a member too
             _OBJECT_COUNTS[key] = np.asarray(counts, dtype=np.int16)
         self._visible = _OBJECT_COUNTS[key]
         return self._visible

@@ -284,10 +284,50 @@ def test_crc_mismatch_and_truncated_gzip(tmp_path: Path):
     cut.parent.mkdir()
     write_py(cut, TETROMINOES, scenes)
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size * 2 // 3])
-    with pytest.raises(SourceError, match=r"cut/tetrominoes_train\.tfrecords: record \d: truncated compressed stream"):
-        Tetrominoes(cut.parent).splits()
-    with pytest.raises(SourceError, match="truncated compressed stream"):
-        list(Tetrominoes(cut.parent, splits={"train": [0, 3]}).read("train", 0, 3))
+    with pytest.warns(UserWarning, match=r"cut/tetrominoes_train\.tfrecords: record 1: truncated compressed stream"):
+        assert Tetrominoes(cut.parent).splits() == {"train": 2, "val": 0, "test": 0}  # 1 whole + the cut one
+    cut_source = Tetrominoes(cut.parent, splits={"train": [0, 3]})
+    with pytest.raises(SourceError, match=r"cut/tetrominoes_train\.tfrecords: record 1: truncated compressed stream"):
+        with pytest.warns(UserWarning):
+            list(cut_source.read("train", 0, 3))
+    assert len(list(cut_source.read("train", 0, 1))) == 1
+
+
+def test_damaged_files_convert_with_skip_bad(tmp_path: Path):
+    """A cut download fails naming its last record, or with --skip-bad keeps every whole scene; a
+    CRC mismatch spoils only its record, also when filtering by object count."""
+    from objdisc.data.convert import convert
+
+    rng = np.random.default_rng(7)
+    scenes = [random_scene(TETROMINOES, rng, 2) for _ in range(8)]
+    cut = tmp_path / "cut" / TETROMINOES.file
+    cut.parent.mkdir()
+    write_py(cut, TETROMINOES, scenes)
+    full = cut.read_bytes()
+    cut.write_bytes(full[: len(full) * 5 // 8])
+    options = {"splits": {"train": [0, 8]}}
+    with pytest.warns(UserWarning, match="cannot be read"):
+        with pytest.raises(SourceError, match=r"record (\d): truncated compressed stream"):
+            convert("tetrominoes", cut.parent, tmp_path / "strict", options=options, shard_scenes=2, progress=False)
+    for extra in ({}, {"max_objects": 3}):
+        with pytest.warns(UserWarning, match="cannot be read"):
+            result = convert("tetrominoes", cut.parent, tmp_path / f"lenient{len(extra)}", options={**options, **extra},
+                             shard_scenes=2, skip_bad=True, progress=False)
+        [skip] = result.skipped
+        assert "truncated compressed stream" in skip["error"]
+        assert result.splits["train"]["scenes"] == skip["position"] >= 3  # every whole record before the cut
+
+    plain = tmp_path / "plain" / TETROMINOES.file
+    plain.parent.mkdir()
+    write_py(plain, TETROMINOES, scenes, compression=None)
+    raw = bytearray(plain.read_bytes())
+    raw[len(raw) // 8 * 3 + 100] ^= 0x01  # inside record 3's payload (records have one size)
+    plain.write_bytes(bytes(raw))
+    for extra in ({}, {"max_objects": 3}):
+        result = convert("tetrominoes", plain.parent, tmp_path / f"crc{len(extra)}", options={**options, **extra},
+                         shard_scenes=2, skip_bad=True, progress=False)
+        assert [(s["position"], "payload CRC mismatch" in s["error"]) for s in result.skipped] == [(3, True)]
+        assert result.splits["train"]["scenes"] == 7
 
 
 @pytest.mark.tf
