@@ -186,6 +186,9 @@ class Params:
     render: RenderConfig
     synth: dict[str, Any]
     raw: dict[str, Any]  # the whole file, for recording
+    # Where this pipeline writes shards, indexes and runs. Each paper suite has its own
+    # (data/<suite>), so no two dvc.yaml files declare the same output whatever the dataset.
+    outputs: str = "data"
 
     @property
     def data(self) -> DatasetConfig:
@@ -193,8 +196,26 @@ class Params:
 
     @property
     def model_options(self) -> dict[str, Any]:
-        """The model block without its ``train`` overrides: the model's config fields."""
-        return {k: v for k, v in self.models[self.model].items() if k != "train"}
+        """The model block without its ``train`` overrides: the model's config fields.
+
+        A model that reads whole images at a fixed size (a ``resolution`` field, Slot Attention)
+        gets the dataset's ``image.size`` as its resolution, so ``dvc exp run -S dataset=<name>``
+        needs no second change; a block that sets another resolution is an error naming both keys.
+        """
+        from objdisc.models import MODELS  # models import this module
+
+        options = {k: v for k, v in self.models[self.model].items() if k != "train"}
+        entry = MODELS.get(self.model)
+        if entry is None or "resolution" not in {f.name for f in dataclasses.fields(entry.config)}:
+            return options
+        size = self.data.image.size
+        given = options.get("resolution")
+        if given is not None and given not in (size, [size, size], (size, size)):
+            raise ConfigError(
+                f"models.{self.model}.resolution is {given} but datasets.{self.dataset}.image.size is {size}: "
+                f"the model sees the images at the dataset's size; remove the resolution or change the image size"
+            )
+        return {**options, "resolution": size}
 
     @property
     def training(self) -> TrainConfig:
@@ -210,13 +231,13 @@ class Params:
         return root / "data" / "raw" / self.dataset
 
     def shards_dir(self, root: Path = Path(".")) -> Path:
-        return root / "data" / "shards" / self.dataset
+        return root / self.outputs / "shards" / self.dataset
 
     def index_path(self, root: Path = Path(".")) -> Path:
-        return root / "data" / "index" / f"{self.dataset}.json"
+        return root / self.outputs / "index" / f"{self.dataset}.json"
 
     def run_dir(self, root: Path = Path(".")) -> Path:
-        return root / "data" / "runs" / self.dataset / self.model
+        return root / self.outputs / "runs" / self.dataset / self.model
 
 
 def apply_override(raw: dict[str, Any], override: str) -> None:
@@ -267,6 +288,11 @@ def parse_params(raw: dict[str, Any], where: str = "params.yaml") -> Params:
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed: expected an integer, got {seed!r}")
+    outputs = raw.get("outputs", "data")
+    if not isinstance(outputs, str) or not outputs or Path(outputs).is_absolute() or ".." in Path(outputs).parts:
+        raise ConfigError(f"outputs: expected a relative folder inside the repository, got {outputs!r}")
+    if Path(outputs) == Path("data/raw") or Path("data/raw") in Path(outputs).parents:
+        raise ConfigError(f"outputs: {outputs!r} is inside data/raw, which holds the original files")
     params = Params(
         dataset=raw["dataset"],
         model=raw["model"],
@@ -279,6 +305,7 @@ def parse_params(raw: dict[str, Any], where: str = "params.yaml") -> Params:
         render=build(RenderConfig, raw.get("render"), "render"),
         synth=dict(raw.get("synth") or {}),
         raw=raw,
+        outputs=outputs,
     )
     for name, block in params.models.items():  # check every model's train overrides up front
         if block.get("train"):

@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from objdisc.config import ConfigError, TrainConfig, build, load_params, parse_params
+from objdisc.models import model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,6 +72,35 @@ def test_numbers_are_coerced_but_not_from_bools():
     assert isinstance(cfg.lr, float) and cfg.lr == 1.0
     with pytest.raises(ConfigError, match="train.steps"):
         build(TrainConfig, {"steps": True}, "train")
+
+
+def test_outputs_place_shards_index_and_runs():
+    raw = raw_params()
+    params = parse_params(raw)
+    assert (params.shards_dir(), params.index_path(), params.run_dir(), params.raw_dir()) == (
+        Path("data/shards/synth"), Path("data/index/synth.json"), Path("data/runs/synth/slot_attention"),
+        Path("data/raw/synth"))
+    params = parse_params({**raw, "outputs": "data/my-suite"})
+    assert params.shards_dir() == Path("data/my-suite/shards/synth") and params.raw_dir() == Path("data/raw/synth")
+    for bad in ("/abs", "../up", "data/raw/x", "", 3):
+        with pytest.raises(ConfigError, match="outputs"):
+            parse_params({**raw, "outputs": bad})
+
+
+def test_image_model_resolution_follows_the_dataset():
+    raw = raw_params()
+    assert "resolution" not in raw["models"]["slot_attention"]
+    for dataset in ("synth", "clevrtex", "tetrominoes"):
+        params = parse_params({**raw, "dataset": dataset})
+        size = params.data.image.size
+        assert params.model_options["resolution"] == size
+        assert model_config("slot_attention", params.model_options).hw == (size, size)
+    params = parse_params({**raw, "dataset": "synth", "model": "osrt"})
+    assert "resolution" not in params.model_options  # 3D models take any view size
+    raw["models"]["slot_attention"]["resolution"] = 64
+    with pytest.raises(ConfigError, match=r"models.slot_attention.resolution is 64 but datasets.synth.image.size is 32"):
+        parse_params({**raw, "dataset": "synth"}).model_options
+    assert parse_params({**raw, "dataset": "multi-dsprites"}).model_options["resolution"] == 64
 
 
 def test_model_train_overrides_apply_to_that_model_only():

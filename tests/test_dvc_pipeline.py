@@ -91,3 +91,25 @@ def test_experiments_run_show_and_plot(project):
     assert "psnr" in shown and "fg_ari" in shown and '"model": "osrt"' in shown
     sh("dvc", "plots", "show", "-o", str(repo / "plots_out"), cwd=repo)
     assert (repo / "plots_out" / "index.html").exists()
+
+
+def test_experiment_on_an_original_dataset(project):
+    """`dvc exp run -S dataset=<name>` works once the original files are in data/raw/<name>: the
+    datasets block converts them, Slot Attention takes the dataset's image size, and every stage
+    after it runs on the new data."""
+    import numpy as np
+
+    from tests.data.sources.test_clevrtex import write_scene
+
+    repo, _ = project
+    rng = np.random.default_rng(0)
+    for index in range(10):  # ClevrTex's own layout: clevrtex_full/0/CLEVRTEX_full_00000N{.png,_flat.png,.json}
+        write_scene(repo / "data/raw/clevrtex", "full", index, rng)
+    sh("dvc", "exp", "run", "-S", "dataset=clevrtex", "-S", "model=slot_attention",  # the last test left osrt
+       "-S", "datasets.clevrtex.image.size=16", "-S", "train.steps=2", cwd=repo)
+    index = json.loads((repo / "data/index/clevrtex.json").read_text())
+    assert {split: len(keys) for split, keys in index["keys"].items()} == {"train": 8, "val": 1, "test": 1}
+    run = repo / "data/runs/clevrtex/slot_attention"
+    metrics = json.loads((run / "eval/metrics.json").read_text())
+    assert {"ari", "fg_ari", "miou", "mse"} <= metrics.keys()
+    assert (run / "renders/scene_0.mp4").exists()
