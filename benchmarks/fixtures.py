@@ -1,4 +1,4 @@
-"""Benchmark-sized fixtures in the exact original formats: CLEVR with masks and ClevrTex.
+"""Benchmark-sized fixtures in the exact original formats: CLEVR with masks, ClevrTex, Tetrominoes.
 
 The pictures are simple (a shaded floor, 3-10 flat ellipses and boxes with a little pixel noise),
 but every byte around them is laid out as in the published files, so the converter and the
@@ -12,6 +12,8 @@ loaders do exactly the work they do on the real data:
   numpy; the first record is checked to parse to the same ``tf.train.Example`` as one built with
   the TensorFlow API. Without TensorFlow the file is framed by ``objdisc.data.tfrecord.write_records``
   (the same framing and GZIP stream) and the JSON says so.
+* Tetrominoes (``streaming.py``): ``tetrominoes_train.tfrecords``, the same kind of file with
+  35×35 pictures of 3 objects and 4 entity masks.
 * ClevrTex: ``clevrtex_full/<idx // 1000>/CLEVRTEX_full_<idx:06d>{.png,_flat.png,.json}`` with an
   RGB render, a palette ('P') mask whose bytes are entity indices, and the metadata JSON.
 
@@ -21,6 +23,7 @@ it is unfinished and is rebuilt.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import time
@@ -30,7 +33,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from objdisc.data.sources.multi_object import CLEVR, Layout
+from objdisc.data.sources.multi_object import CLEVR, TETROMINOES, Layout
 
 HEIGHT, WIDTH = 240, 320
 MAX_OBJECTS = 10  # CLEVR: 3-10 objects per scene; 11 entities with the background
@@ -43,18 +46,21 @@ MATERIALS = ("Metal", "Rubber", "Wood", "Marble", "Brick", "Concrete")
 # ----------------------------------------------------------------------------- pictures
 
 
-def draw_scene(rng: np.random.Generator, height: int = HEIGHT, width: int = WIDTH) -> dict[str, Any]:
+def draw_scene(
+    rng: np.random.Generator, height: int = HEIGHT, width: int = WIDTH, max_objects: int = MAX_OBJECTS
+) -> dict[str, Any]:
     """A picture and its id map: image uint8 [H,W,3], ids uint8 [H,W] (0 = floor, k = object k),
-    count = number of objects (3-10, later ones occlude earlier ones)."""
+    count = number of objects (3 to ``max_objects``, later ones occlude earlier ones)."""
     rows = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
     floor = rng.uniform(90, 160, 3).astype(np.float32)
     image = np.broadcast_to(floor * (0.7 + 0.4 * rows), (height, width, 3)).copy()
     ids = np.zeros((height, width), np.uint8)
-    count = int(rng.integers(3, MAX_OBJECTS + 1))
+    count = int(rng.integers(min(3, max_objects), max_objects + 1))
+    scale = min(height / HEIGHT, 1.0) ** 0.5  # smaller pictures, smaller objects
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     for k in range(1, count + 1):
         cy, cx = rng.uniform(0.3 * height, 0.95 * height), rng.uniform(0.05 * width, 0.95 * width)
-        ry, rx = rng.uniform(8, 30), rng.uniform(8, 30)
+        ry, rx = rng.uniform(8, 30) * scale, rng.uniform(8, 30) * scale
         if rng.random() < 0.5:
             inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
         else:
@@ -72,7 +78,7 @@ def clevr_arrays(rng: np.random.Generator, layout: Layout = CLEVR) -> dict[str, 
     [E,H,W,1] 0/255, per-entity factors (zero for absent objects) and visibility."""
     h, w, _ = layout.image
     e = layout.entities
-    drawn = draw_scene(rng, h, w)
+    drawn = draw_scene(rng, h, w, e - 1)
     present = np.zeros(e, bool)
     present[: drawn["count"] + 1] = True  # background and the objects
     arrays: dict[str, np.ndarray] = {
@@ -154,17 +160,17 @@ def _have_tensorflow() -> bool:
     return importlib.util.find_spec("tensorflow") is not None
 
 
-def write_clevr_with_masks(folder: Path, scenes: int, seed: int = 0) -> dict[str, Any]:
-    """``folder/clevr_with_masks_train.tfrecords`` with ``scenes`` records."""
-    path = folder / CLEVR.file
+def write_multi_object(folder: Path, scenes: int, seed: int = 0, layout: Layout = CLEVR) -> dict[str, Any]:
+    """``folder/<layout.file>`` (a DeepMind multi-object GZIP TFRecord) with ``scenes`` records."""
+    path = folder / layout.file
     rng = np.random.default_rng([seed, 1])
-    records = (example_bytes(CLEVR, clevr_arrays(rng)) for _ in range(scenes))
+    records = (example_bytes(layout, clevr_arrays(rng, layout)) for _ in range(scenes))
     if _have_tensorflow():
         import tensorflow as tf
 
         check_rng = np.random.default_rng([seed, 1])
-        first = clevr_arrays(check_rng)
-        if tf.train.Example.FromString(example_bytes(CLEVR, first)) != tf_example(CLEVR, first):
+        first = clevr_arrays(check_rng, layout)
+        if tf.train.Example.FromString(example_bytes(layout, first)) != tf_example(layout, first):
             raise AssertionError("example_bytes does not match tf.train.Example (benchmarks/fixtures.py)")
         with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
             for payload in records:
@@ -209,7 +215,11 @@ def write_clevrtex(folder: Path, scenes: int, seed: int = 0, variant: str = "ful
     return {"writer": "PIL PNG (RGB render, palette mask) + json", "files": [f"clevrtex_{variant}"]}
 
 
-WRITERS = {"clevr-with-masks": write_clevr_with_masks, "clevrtex": write_clevrtex}
+WRITERS = {
+    "clevr-with-masks": write_multi_object,
+    "clevrtex": write_clevrtex,
+    "tetrominoes": functools.partial(write_multi_object, layout=TETROMINOES),
+}
 
 
 def ensure_fixture(dataset: str, work: Path, scenes: int, seed: int = 0) -> tuple[Path, dict[str, Any]]:

@@ -74,5 +74,17 @@ def test_models_tiny_writes_json(tmp_path):
         assert math.isfinite(record["loss_first"]) and math.isfinite(record["loss_last"])
         assert record["peak_rss_mib"] > 0
     shapes = {r["model"]: r["shapes"] for r in report["models"]}
-    assert shapes["slot_attention"]["image"] == [2, 3, 32, 32]  # params.yaml: resolution 32
+    assert shapes["slot_attention"]["image"] == [2, 3, 32, 32]  # params.yaml: synth image size 32
     assert shapes["srt"]["target_rays"] == [2, 256, 3]  # params.yaml datasets.synth.views
+
+
+def test_streaming_tiny_writes_json(tmp_path):
+    out = tmp_path / "streaming.json"
+    run_script("streaming.py", "--work", str(tmp_path / "work"), "--out", str(out))
+    report = json.loads(out.read_text())
+    assert [run["scenes"] for run in report["runs"]] == [16, 48]
+    for run in report["runs"]:
+        assert "error" not in run["fixture"] and "error" not in run["convert"], run
+        assert run["convert"]["scenes"] == run["scenes"] and run["convert"]["workers"] == 2
+        assert run["convert"]["shards"] == run["scenes"] // 4
+        assert run["convert"]["peak_tree_rss_mib"] > 0 and run["convert"]["count_s"] >= 0
