@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scenes", default="1000,10000,100000", help="comma list of input sizes")
     p.add_argument("--workers", type=int, default=2, help="conversion worker processes")
-    p.add_argument("--shard-scenes", type=int, default=1000, help="scenes per shard")
+    p.add_argument("--shard-scenes", type=int, default=200, help="scenes per shard (params.yaml storage.shard_scenes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "objdisc-bench"),
                    help="folder for the cached fixtures and the (deleted) shards")
