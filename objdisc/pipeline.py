@@ -101,6 +101,12 @@ def dataset(params: Params, split: str, train: bool) -> SceneDataset:
 
     index_data = load_index(params.index_path())
     model_cls = MODELS[params.model].model
+    fields = index_data.get("schema", {})
+    if model_cls.inputs == "views" and fields and not {"cam2world", "intrinsics"} <= set(fields):
+        raise ConfigError(
+            f"model '{params.model}' renders novel views and needs cameras, but dataset '{params.dataset}' has "
+            f"none (fields: {', '.join(sorted(fields))}); use a multi-view dataset or a 2D model"
+        )
     return SceneDataset(params.shards_dir(), index_data, split, make_transform(params, model_cls, train))
 
 

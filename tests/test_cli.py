@@ -140,3 +140,21 @@ def test_convert_a_cut_download(tmp_path):
     assert index.exit_code == 0, index.output
     skipped = json.loads((tmp_path / "b" / "index.json").read_text())["skipped"]
     assert len(skipped) == 1 and "truncated compressed stream" in skipped[0]["error"]
+
+
+def test_3d_model_on_a_2d_dataset_is_one_clear_line(tmp_path, monkeypatch):
+    import numpy as np
+
+    from tests.data.sources.test_clevrtex import write_scene
+
+    monkeypatch.chdir(tmp_path)
+    tiny_params(tmp_path)
+    rng = np.random.default_rng(0)
+    for index in range(10):
+        write_scene(tmp_path / "data/raw/clevrtex", "full", index, rng)
+    for command in (["convert"], ["index"]):
+        result = runner.invoke(app, [*command, "--set", "dataset=clevrtex"])
+        assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["train", "--set", "dataset=clevrtex", "--set", "model=osrt"])
+    assert result.exit_code == 1
+    assert "error: model 'osrt' renders novel views and needs cameras, but dataset 'clevrtex' has none" in result.output
