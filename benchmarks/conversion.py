@@ -167,7 +167,8 @@ def task_loader(task: dict[str, Any]) -> dict[str, Any]:
 def _clevr_scenes_objdisc(folder: Path, count: int):
     """CLEVR records → canonical scenes with objdisc's TFRecord reader, in file order."""
     from objdisc.data.sources.multi_object import CLEVR, scene_from_arrays
-    from objdisc.data.tfrecord import iter_records, parse_fixed
+    from objdisc.data.tf_example import parse_fixed
+    from objdisc.data.tfrecord import iter_records
 
     path = folder / CLEVR.file
     spec = CLEVR.features()

@@ -1,4 +1,4 @@
-"""TFRecord files and ``tf.train.Example`` records, read without TensorFlow.
+"""TFRecord files, read and written without TensorFlow: the record framing.
 
 A TFRecord file is a stream of records, each framed as (all integers little-endian)::
 
@@ -10,31 +10,19 @@ dataset). Decompression and framing are done here, with zlib-ng (the same DEFLAT
 and ``struct``; both CRCs are verified, so a flipped byte is reported with its file and record
 number instead of turning into a wrong pixel.
 
-Payloads are serialized ``tf.train.Example`` protos. Two parsers are offered:
-
-* ``parse_example`` decodes any Example with the wire-compatible message class that
-  tensorflow-datasets bundles (``tensorflow_datasets.proto.tf_example_pb2``); it needs no TensorFlow.
-* ``parse_fixed`` decodes the features a reader declares as ``tf.io.FixedLenFeature`` straight from
-  the wire format into numpy arrays. The DeepMind datasets store every pixel as its own one-byte
-  string (a CLEVR record holds about a million of them), which makes building a protobuf message
-  the bottleneck: on such a record ``parse_fixed`` is about ten times faster than
-  ``Example.FromString`` alone. The two are checked against each other in the tests.
+The payloads are serialized ``tf.train.Example`` protos, decoded by ``objdisc.data.tf_example``.
 """
 
 from __future__ import annotations
 
-import functools
-import math
 import os
 import struct
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 from zlib_ng import zlib_ng
 
 Compression = Literal["GZIP", "ZLIB"] | None
@@ -371,229 +359,3 @@ def write_records(path: str | Path, payloads: Iterable[bytes], compression: str 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-# --------------------------------------------------------------------------------------------
-# tf.train.Example through the message class bundled with tensorflow-datasets
-
-
-def parse_example(raw: bytes, where: str = "record") -> dict[str, list[bytes] | np.ndarray]:
-    """Every feature of a serialized ``tf.train.Example``: a BytesList as a list of bytes, a
-    FloatList as float32 and an Int64List as int64 arrays (flat, as stored), an empty feature as
-    an empty list. Uses the TFDS copy of the Example proto, which imports without TensorFlow."""
-    from google.protobuf.message import DecodeError
-    from tensorflow_datasets.proto import tf_example_pb2
-
-    try:
-        example = tf_example_pb2.Example.FromString(bytes(raw))
-    except DecodeError as err:
-        raise TFRecordError(f"{where}: not a serialized tf.train.Example ({err})") from None
-    features: dict[str, list[bytes] | np.ndarray] = {}
-    for name, feature in example.features.feature.items():
-        kind = feature.WhichOneof("kind")
-        if kind == "bytes_list":
-            features[name] = list(feature.bytes_list.value)
-        elif kind == "float_list":
-            features[name] = np.asarray(feature.float_list.value, dtype=np.float32)
-        elif kind == "int64_list":
-            features[name] = np.asarray(feature.int64_list.value, dtype=np.int64)
-        else:
-            features[name] = []
-    return features
-
-
-# --------------------------------------------------------------------------------------------
-# Fixed-length features straight from the protobuf wire format
-
-
-@dataclass(frozen=True)
-class Fixed:
-    """A feature as a reader declares it with ``tf.io.FixedLenFeature(shape, dtype)``.
-
-    ``dtype`` "uint8" is a string feature holding one 1-byte string per element, decoded as the
-    DeepMind readers do (``decode_raw(uint8)`` then squeezing the length-1 axis); "float32" and
-    "int64" are FloatList and Int64List features. The decoded array has exactly ``shape``.
-    """
-
-    shape: tuple[int, ...]
-    dtype: Literal["uint8", "float32", "int64"]
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
-
-
-_KIND_OF = {"uint8": 1, "float32": 2, "int64": 3}  # Feature.kind field numbers
-_KIND_NAME = {1: "bytes_list", 2: "float_list", 3: "int64_list", None: "empty"}
-
-
-class _WireError(Exception):
-    """A feature that does not match its declaration."""
-
-
-class _Garbled(_WireError):
-    """Bytes that are not a well-formed protobuf message."""
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    byte = buf[pos]
-    if byte < 0x80:
-        return byte, pos + 1
-    result, shift = byte & 0x7F, 7
-    pos += 1
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise _Garbled("varint longer than 10 bytes")
-
-
-def _fields(buf: bytes, pos: int, end: int) -> Iterator[tuple[int, int, int, int]]:
-    """(field number, wire type, start, stop) of each field of the message in ``buf[pos:end]``;
-    for varints start is the value itself."""
-    while pos < end:
-        key, pos = _varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 2:
-            size, pos = _varint(buf, pos)
-            stop = pos + size
-        elif wire == 0:
-            value, pos = _varint(buf, pos)
-            yield number, wire, value, pos
-            continue
-        elif wire == 5:
-            stop = pos + 4
-        elif wire == 1:
-            stop = pos + 8
-        else:
-            raise _Garbled(f"unsupported wire type {wire}")
-        if stop > end:
-            raise _Garbled("a field runs past the end of its message")
-        yield number, wire, pos, stop
-        pos = stop
-    if pos != end:
-        raise _Garbled("a message overruns its declared length")
-
-
-def _feature_spans(raw: bytes) -> dict[str, tuple[int | None, list[tuple[int, int]]]]:
-    """Feature name → (kind field number, byte spans of the kind's list message) of an Example,
-    following protobuf semantics: map entries later in the record win, repeated list messages of
-    the same kind are merged."""
-    features: dict[str, tuple[int | None, list[tuple[int, int]]]] = {}
-    for number, wire, a, b in _fields(raw, 0, len(raw)):
-        if number != 1 or wire != 2:  # Example.features
-            continue
-        for number2, wire2, a2, b2 in _fields(raw, a, b):
-            if number2 != 1 or wire2 != 2:  # Features.feature (map entry)
-                continue
-            name, kind, spans = "", None, []
-            for number3, wire3, a3, b3 in _fields(raw, a2, b2):
-                if wire3 != 2:
-                    continue
-                if number3 == 1:  # entry key
-                    name = raw[a3:b3].decode("utf-8")
-                elif number3 == 2:  # entry value: Feature
-                    for number4, wire4, a4, b4 in _fields(raw, a3, b3):
-                        if wire4 == 2 and number4 in (1, 2, 3):
-                            if number4 != kind:
-                                kind, spans = number4, []
-                            spans.append((a4, b4))
-            features[name] = (kind, spans)
-    return features
-
-
-@functools.lru_cache(maxsize=64)
-def _repeated(byte: bytes, count: int) -> bytes:
-    return byte * count
-
-
-def _one_byte_strings(raw: bytes, spans: list[tuple[int, int]], count: int, name: str) -> np.ndarray:
-    # TF writes each element as tag 0x0a, length 0x01, the byte: check the tags and lengths with
-    # strided bytes slices (C speed) and take every third byte.
-    if len(spans) == 1 and spans[0][1] - spans[0][0] == 3 * count:
-        a, b = spans[0]
-        if raw[a:b:3] == _repeated(b"\x0a", count) and raw[a + 1 : b : 3] == _repeated(b"\x01", count):
-            return np.frombuffer(raw[a + 2 : b : 3], np.uint8)
-    values = bytearray()
-    for a, b in spans:
-        for number, wire, x, y in _fields(raw, a, b):
-            if number != 1 or wire != 2:
-                continue
-            if y - x != 1:
-                raise _WireError(
-                    f"feature '{name}': element {len(values)} is {y - x} bytes long, expected one byte"
-                )
-            values.append(raw[x])
-    if len(values) != count:
-        raise _WireError(f"feature '{name}' has {len(values)} values, expected {count}")
-    return np.frombuffer(bytes(values), np.uint8)
-
-
-def _floats(raw: bytes, spans: list[tuple[int, int]], name: str) -> np.ndarray:
-    parts = []
-    for a, b in spans:
-        for number, wire, x, y in _fields(raw, a, b):
-            if number != 1:
-                continue
-            if wire not in (2, 5) or (y - x) % 4:
-                raise _WireError(f"feature '{name}': malformed float list")
-            parts.append(raw[x:y])
-    return np.frombuffer(b"".join(parts), "<f4").astype(np.float32, copy=False)
-
-
-def _int64s(raw: bytes, spans: list[tuple[int, int]], name: str) -> np.ndarray:
-    values = []
-    for a, b in spans:
-        for number, wire, x, y in _fields(raw, a, b):
-            if number != 1:
-                continue
-            if wire == 0:
-                values.append(x)
-            elif wire == 2:
-                pos = x
-                while pos < y:
-                    value, pos = _varint(raw, pos)
-                    values.append(value)
-            else:
-                raise _WireError(f"feature '{name}': malformed int64 list")
-    return np.array([v - (1 << 64) if v >= 1 << 63 else v for v in values], dtype=np.int64)
-
-
-def parse_fixed(raw: bytes, spec: Mapping[str, Fixed], where: str = "record") -> dict[str, np.ndarray]:
-    """Decode the features named in ``spec`` from a serialized Example, each to an array of its
-    declared shape; other features are ignored. Raises TFRecordError (prefixed with ``where``,
-    e.g. "file: record 7") for a missing feature, a wrong kind or a wrong number of values."""
-    raw = bytes(raw)
-    try:
-        spans = _feature_spans(raw)
-        out = {}
-        for name, fixed in spec.items():
-            if name not in spans:
-                raise _WireError(f"feature '{name}' is missing")
-            kind, parts = spans[name]
-            if kind != _KIND_OF[fixed.dtype]:
-                raise _WireError(
-                    f"feature '{name}' is a {_KIND_NAME[kind]}, expected a {_KIND_NAME[_KIND_OF[fixed.dtype]]}"
-                )
-            if fixed.dtype == "uint8":
-                values = _one_byte_strings(raw, parts, fixed.size, name)
-            elif fixed.dtype == "float32":
-                values = _floats(raw, parts, name)
-            else:
-                values = _int64s(raw, parts, name)
-            if values.size != fixed.size:
-                raise _WireError(
-                    f"feature '{name}' has {values.size} values, expected {fixed.size} (shape {list(fixed.shape)})"
-                )
-            out[name] = values.reshape(fixed.shape)
-        return out
-    except _Garbled as err:
-        raise TFRecordError(f"{where}: not a serialized tf.train.Example ({err})") from None
-    except _WireError as err:
-        raise TFRecordError(f"{where}: {err}") from None
-    except (IndexError, UnicodeDecodeError):
-        raise TFRecordError(f"{where}: not a serialized tf.train.Example (truncated)") from None

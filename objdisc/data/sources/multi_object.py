@@ -46,7 +46,8 @@ import numpy as np
 
 from objdisc.data.schema import Scene, scene_key
 from objdisc.data.sources.base import Source, SourceError, SourceInfo
-from objdisc.data.tfrecord import Fixed, TFRecordError, count_records, iter_records, parse_fixed, read_records
+from objdisc.data.tf_example import Fixed, parse_fixed
+from objdisc.data.tfrecord import TFRecordError, count_records, iter_records, read_records
 
 BUCKET = "https://storage.googleapis.com/multi-object-datasets"
 

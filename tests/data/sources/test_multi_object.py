@@ -30,7 +30,8 @@ from objdisc.data.sources.multi_object import (
     SplitRange,
     Tetrominoes,
 )
-from objdisc.data.tfrecord import iter_records, parse_example, parse_fixed
+from objdisc.data.tf_example import parse_example, parse_fixed
+from objdisc.data.tfrecord import iter_records
 from tests.data.sources.fixtures_deepmind import expected_image, expected_objects, random_scene, write_py, write_tf
 
 CASES = [
