@@ -9,13 +9,16 @@
   ``Example.FromString`` alone. The two are checked against each other in the tests.
 
 Both raise ``TFRecordError`` naming the record (``where``) on a payload that does not decode.
+
+``encode_example`` goes the other way (the sprites generator writes DeepMind's layout with it),
+also straight to the wire format, so writing needs neither TensorFlow nor protobuf.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -248,3 +251,61 @@ def parse_fixed(raw: bytes, spec: Mapping[str, Fixed], where: str = "record") ->
         raise TFRecordError(f"{where}: {err}") from None
     except (IndexError, UnicodeDecodeError):
         raise TFRecordError(f"{where}: not a serialized tf.train.Example (truncated)") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding: a serialized tf.train.Example from numpy arrays, written from the wire format
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(number: int, body: bytes) -> bytes:
+    """A length-delimited field (wire type 2): tag, length, body."""
+    return _varint_bytes(number << 3 | 2) + _varint_bytes(len(body)) + body
+
+
+def _list_body(name: str, value: Sequence[bytes] | np.ndarray) -> tuple[int, bytes]:
+    """(Feature.kind field number, serialized BytesList / FloatList / Int64List) of one feature."""
+    if isinstance(value, np.ndarray):
+        flat = value.reshape(-1)
+        if value.dtype == np.uint8:
+            # One 1-byte string per element, as the DeepMind files store pixels (and as
+            # ``Fixed(..., "uint8")`` reads them): tag 0x0a, length 1, the byte, built at C speed.
+            triples = np.empty((flat.size, 3), np.uint8)
+            triples[:, 0], triples[:, 1], triples[:, 2] = 0x0A, 1, flat
+            return 1, triples.tobytes()
+        if value.dtype == np.float32:
+            packed = flat.astype("<f4").tobytes()
+            return 2, _field(1, packed) if packed else b""  # proto3 omits an empty packed field
+        if value.dtype == np.int64:
+            # Negative int64 are varints of their two's complement (ten bytes).
+            packed = b"".join(_varint_bytes(int(v) & 0xFFFFFFFFFFFFFFFF) for v in flat.tolist())
+            return 3, _field(1, packed) if packed else b""
+        raise TypeError(f"feature '{name}': unsupported dtype {value.dtype} (uint8, float32 or int64)")
+    if isinstance(value, (list, tuple)) and all(isinstance(v, bytes) for v in value):
+        return 1, b"".join(_field(1, v) for v in value)
+    raise TypeError(f"feature '{name}': expected a list of bytes or a uint8/float32/int64 array")
+
+
+def encode_example(features: Mapping[str, Sequence[bytes] | np.ndarray]) -> bytes:
+    """Serialize ``features`` as a ``tf.train.Example`` without TensorFlow or protobuf.
+
+    Each value is a list of bytes strings (BytesList), a float32 array (FloatList, packed), an
+    int64 array (Int64List, packed) or a uint8 array, which becomes a BytesList of one 1-byte
+    string per element (the DeepMind image/mask encoding, read back by ``Fixed(shape, "uint8")``).
+    Arrays are flattened in C order. Keys are written sorted, so equal inputs give equal bytes;
+    each feature's bytes are those protobuf writes (map order aside, upb sorts keys its own way).
+    """
+    entries = []
+    for name in sorted(features):
+        kind, body = _list_body(name, features[name])
+        entry = _field(1, name.encode("utf-8")) + _field(2, _field(kind, body))  # map entry: key, Feature
+        entries.append(_field(1, entry))  # Features.feature
+    return _field(1, b"".join(entries))  # Example.features
