@@ -55,7 +55,7 @@ def test_bad_input_is_one_clear_line(tmp_path, monkeypatch):
     for args, message in cases:
         result = runner.invoke(app, args)
         assert result.exit_code == 1, (args, result.output)
-        assert f"error: " in result.output and message in result.output, (args, result.output)
+        assert "error: " in result.output and message in result.output, (args, result.output)
         assert "Traceback" not in result.output
 
 
@@ -158,3 +158,40 @@ def test_3d_model_on_a_2d_dataset_is_one_clear_line(tmp_path, monkeypatch):
     result = runner.invoke(app, ["train", "--set", "dataset=clevrtex", "--set", "model=osrt"])
     assert result.exit_code == 1
     assert "error: model 'osrt' renders novel views and needs cameras, but dataset 'clevrtex' has none" in result.output
+
+
+def test_train_on_a_shard_changed_after_indexing_is_one_line(tmp_path, synth_shards, monkeypatch):
+    """Fault-injection items 5/6: a byte flipped inside a member of an indexed shard (same size)
+    was trained on, or failed in a DataLoader worker with a 22-line traceback; now `train` stops
+    with one `error:` line naming the shard."""
+    import tarfile
+
+    shards, index_path = synth_shards
+    monkeypatch.chdir(tmp_path)
+    tiny_params(tmp_path, train__workers=1)
+    shutil.copytree(shards, tmp_path / "data/shards/synth")
+    (tmp_path / "data/index").mkdir(parents=True)
+    shutil.copy(index_path, tmp_path / "data/index/synth.json")
+    shard = tmp_path / "data/shards/synth/train-000001.tar"
+    with tarfile.open(shard) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(".png"))
+    data = bytearray(shard.read_bytes())
+    data[member.offset_data + member.size // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    result = runner.invoke(app, ["train"])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "train-000001.tar" in lines[0], result.output
+    assert "Traceback" not in result.output and "objdisc index" in lines[0]
+
+
+def test_convert_refuses_an_unrelated_output_folder(tmp_path, synth_raw):
+    """Fault-injection item 1 through the CLI: one error line, the folder untouched."""
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "cat.jpg").write_bytes(b"meow")
+    result = runner.invoke(app, ["convert", "clevr3d", "--input", str(synth_raw), "--output", str(other)])
+    assert result.exit_code == 1 and result.output.startswith("error: ") and "photos" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and (other / "cat.jpg").read_bytes() == b"meow"
+    result = runner.invoke(app, ["convert", "clevr3d", "--input", str(synth_raw), "--output", str(synth_raw)])
+    assert result.exit_code == 1 and "is the input" in result.output and (synth_raw / "metadata.npz").is_file()

@@ -11,7 +11,21 @@ while counting scenes, so no worker counts a file again.
 
 Every finished shard leaves a record in ``.parts/``: an interrupted conversion, run again with the
 same parameters, skips the shards already on disk. ``convert.json`` is written last: a folder
-without it is unfinished.
+without it is unfinished. It records the settings and every shard's size and sha256, so running a
+finished conversion again with the same settings returns at once (every shard counted as resumed,
+``up_to_date`` set, nothing rewritten) when its shards are all there with their recorded sizes,
+and otherwise redoes only the shards that are missing or changed.
+
+The output folder is only ever written when it is new, empty, or a conversion folder of ours
+(``convert.json`` or ``.parts/settings.json`` present); anything else is refused, as is an output
+that is the input, lies inside it or contains it. When the settings of a folder of ours changed,
+only what the converter makes is removed: shards named ``<split>-NNNNNN.<suffix>``, ``.parts/``,
+``convert.json`` and the temporaries of writers that no longer run (``objdisc.io``); any other
+file there (an ``index.json``, notes) is left alone.
+
+A split the input yields no scene for is an error when it was asked for (option ``splits`` or
+``splits=``) or when every split is empty (an empty file, say); an empty split of a source's
+built-in table (data shorter than the table) is left out with a warning.
 """
 
 from __future__ import annotations
@@ -19,10 +33,10 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing as mp
-import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,9 +46,15 @@ from tqdm import tqdm
 from objdisc.data import storage
 from objdisc.data.schema import SchemaError, Scene, validate_scene
 from objdisc.data.sources import Source, SourceError, get_source
+from objdisc.io import remove_stale_temps, write_json
 
 MANIFEST = "convert.json"
 PARTS = ".parts"  # per-shard records of finished shards (for resuming)
+SETTINGS = "settings.json"  # in PARTS: the settings the records belong to
+
+
+class ConvertError(ValueError):
+    """The output folder cannot be used; the message names it and says why (one line)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +95,7 @@ class ConvertResult:
     splits: dict[str, dict[str, Any]] = field(default_factory=dict)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     resumed_shards: int = 0
+    up_to_date: bool = False  # the folder already held this finished conversion; nothing was written
 
 
 def plan(counts: dict[str, int], shard_scenes: int) -> list[ShardJob]:
@@ -126,11 +147,19 @@ def convert(
     skip_bad: bool = False,
     progress: bool = True,
 ) -> ConvertResult:
-    """Convert ``input_path`` read by source ``source_name`` into shards under ``out``."""
+    """Convert ``input_path`` read by source ``source_name`` into shards under ``out``.
+
+    Raises ``ConvertError`` for an output folder it must not write (see the module docstring) and
+    ``SourceError`` for a split that is asked for but holds no scene.
+    """
     if fmt not in storage.FORMATS:
         raise ValueError(f"unknown storage format '{fmt}' (known: {', '.join(storage.FORMATS)})")
     options = dict(options or {})
+    out = Path(out)
     source_cls = get_source(source_name)
+    # Both checks come before the source counts anything (minutes on large files).
+    _check_paths(Path(input_path), out)
+    _check_output(out)
     source = source_cls(input_path, **options)
     counts = source.splits()
     if splits:
@@ -138,8 +167,11 @@ def convert(
         if missing:
             raise SourceError(f"{source_name}: unknown split(s) {missing} (have {sorted(counts)})")
         counts = {s: counts[s] for s in splits}
+    asked = set(splits or [])
+    if isinstance(options.get("splits"), Mapping):
+        asked |= {str(name) for name in options["splits"]}
+    counts = _check_counts(source_name, input_path, counts, asked)
 
-    out = Path(out)
     settings = {
         "source": source_name,
         "input": str(input_path),
@@ -149,8 +181,14 @@ def convert(
         "splits": counts,
         "skip_bad": skip_bad,
     }
-    _prepare(out, settings)
     jobs = plan(counts, shard_scenes)
+    finished = _prepare(out, settings, jobs, fmt)
+    if finished is not None:
+        kept = sum(len(block["shards"]) for block in finished["written"].values())
+        return ConvertResult(
+            out=str(out), format=fmt, splits=finished["written"], skipped=finished["skipped"],
+            resumed_shards=kept, up_to_date=True,
+        )
     result = ConvertResult(out=str(out), format=fmt)
     done: dict[ShardJob, dict[str, Any]] = {}
     todo = []
@@ -173,6 +211,7 @@ def convert(
         done.update(_convert_in_pool(source, work, str(out), fmt, skip_bad, workers, bar))
     bar.close()
 
+    shards: dict[str, dict[str, Any]] = {}
     for job in jobs:
         record = done[job]
         split = result.splits.setdefault(job.split, {"scenes": 0, "shards": []})
@@ -180,27 +219,154 @@ def convert(
         if record["shard"] is not None:
             split["scenes"] += record["shard"]["scenes"]
             split["shards"].append(record["shard"]["path"])
-    manifest = {**settings, "written": result.splits, "skipped": result.skipped, "resumed_shards": result.resumed_shards}
+            shards[record["shard"]["path"]] = {k: record["shard"][k] for k in ("scenes", "bytes", "sha256")}
+    manifest = {
+        **settings,
+        "written": result.splits,
+        "shards": shards,  # name -> scenes, bytes, sha256: lets a re-run see the folder is complete
+        "skipped": result.skipped,
+        "resumed_shards": result.resumed_shards,
+    }
     _write_json(out / MANIFEST, manifest)
     shutil.rmtree(out / PARTS, ignore_errors=True)
     return result
 
 
-def _prepare(out: Path, settings: dict[str, Any]) -> None:
-    """Keep finished shards only when they were made with the same settings."""
-    marker = out / PARTS / "settings.json"
-    if out.exists():
-        same = marker.exists() and json.loads(marker.read_text()) == json.loads(json.dumps(settings))
-        if not same:
-            shutil.rmtree(out)
+def _check_paths(input_path: Path, out: Path) -> None:
+    """The output must neither be the input, nor lie inside it, nor contain it: the converter
+    removes its own files from the output, and those must never be (or hide among) the raw data."""
+    source, target = input_path.resolve(), out.resolve()
+    if target == source or target.is_relative_to(source):
+        raise ConvertError(
+            f"{out}: the output folder is the input {input_path} or lies inside it; choose a folder outside the input"
+        )
+    if source.is_relative_to(target):
+        raise ConvertError(
+            f"{out}: the output folder contains the input {input_path}; choose a folder that does not hold the raw data"
+        )
+
+
+def _read_settings(path: Path) -> dict[str, Any] | None:
+    """A manifest or settings marker of ours, or None (absent, unreadable, or someone else's)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if isinstance(data, dict) and {"source", "format", "shard_scenes", "splits"} <= set(data):
+        return data
+    return None
+
+
+def _is_ours(out: Path) -> bool:
+    if _read_settings(out / MANIFEST) is not None or _read_settings(out / PARTS / SETTINGS) is not None:
+        return True
+    # A run killed between creating .parts and writing its settings leaves only that folder.
+    return [entry.name for entry in out.iterdir()] == [PARTS] and (out / PARTS).is_dir()
+
+
+def _check_output(out: Path) -> None:
+    """Refuse an output that exists and is not a new, empty or objdisc conversion folder: the
+    converter removes shard-named files there, so it must never run in someone else's folder."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise ConvertError(f"{out}: the output exists and is not a folder; choose a new or empty folder")
+    if next(out.iterdir(), None) is None or _is_ours(out):
+        return
+    raise ConvertError(
+        f"{out}: the output folder is not empty and is not an objdisc conversion (no {MANIFEST} or "
+        f"{PARTS}/{SETTINGS}); nothing was changed: choose a new or empty folder"
+    )
+
+
+def _check_counts(source_name: str, input_path: str | Path, counts: dict[str, int], asked: set[str]) -> dict[str, int]:
+    """An input that yields nothing for a split that is asked for is an error, and so is an input
+    that yields nothing at all; an empty split of the source's own table is left out with a warning."""
+    empty = [split for split, n in counts.items() if n == 0]
+    if not counts or len(empty) == len(counts):
+        names = ", ".join(empty) or "none"
+        raise SourceError(
+            f"{source_name}: {input_path} yields no scene for split(s) {names}: the input is empty or nothing "
+            "in it falls in the split ranges and filters"
+        )
+    for split in empty:
+        if split in asked:
+            raise SourceError(f"{source_name}: split '{split}' has no scene in {input_path} (asked for, so it must not be empty)")
+        warnings.warn(
+            f"{source_name}: split '{split}' of the source's default table has no scene in {input_path} "
+            "(the data is shorter than the table); it is left out",
+            stacklevel=3,
+        )
+    return counts
+
+
+def _same_settings(recorded: dict[str, Any], settings: dict[str, Any]) -> bool:
+    wanted = json.loads(json.dumps(settings, sort_keys=True))
+    return {key: recorded.get(key) for key in wanted} == wanted
+
+
+def _manifest_records(out: Path, manifest: dict[str, Any], jobs: list[ShardJob], fmt: str) -> dict[ShardJob, dict[str, Any]]:
+    """The parts records of a finished conversion's jobs whose shard is on disk with its recorded
+    size (a size check only: cheap, and DVC or the index guard the contents)."""
+    shards = manifest.get("shards")
+    if not isinstance(shards, dict):
+        return {}  # a manifest from before shard sizes were recorded: nothing can be vouched for
+    records = {}
+    for job in jobs:
+        name = storage.shard_name(job.split, job.shard, fmt)
+        skipped = [
+            s for s in manifest.get("skipped", [])
+            if s.get("split") == job.split and job.start <= s.get("position", -1) < job.stop
+        ]
+        info = shards.get(name)
+        if info is None:
+            if len(skipped) == job.stop - job.start:  # every scene skipped: the job wrote no shard
+                records[job] = {"shard": None, "skipped": skipped}
+            continue
+        path = out / name
+        if path.is_file() and not path.is_symlink() and path.stat().st_size == info.get("bytes"):
+            records[job] = {"shard": {"path": name, **info}, "skipped": skipped}
+    return records
+
+
+def _remove_outputs(out: Path) -> None:
+    """Remove what a conversion makes (shards, .parts, the manifest), nothing else."""
+    for entry in out.iterdir():
+        if storage.parse_shard_name(entry.name) is not None and entry.is_file() and not entry.is_symlink():
+            entry.unlink()
+    shutil.rmtree(out / PARTS, ignore_errors=True)
+    (out / MANIFEST).unlink(missing_ok=True)
+
+
+def _prepare(out: Path, settings: dict[str, Any], jobs: list[ShardJob], fmt: str) -> dict[str, Any] | None:
+    """Make ``out`` ready for ``jobs``; return the manifest when it already holds this finished
+    conversion intact (then nothing is written), else None.
+
+    Finished shards are kept only when they were made with the same settings: from the ``.parts``
+    records of an interrupted run, or from the manifest of a finished one (whose intact shards
+    become ``.parts`` records again, so only missing or changed shards are redone).
+    """
+    marker = out / PARTS / SETTINGS
+    # Temporaries of killed writers only: a live writer's file (another process) is never touched.
+    remove_stale_temps(out)
+    remove_stale_temps(out / PARTS)
+    manifest = _read_settings(out / MANIFEST)
+    kept: dict[ShardJob, dict[str, Any]] = {}
+    if manifest is not None and _same_settings(manifest, settings):
+        kept = _manifest_records(out, manifest, jobs, fmt)
+        if len(kept) == len(jobs):
+            return manifest
+    recorded = _read_settings(marker)
+    if kept:
+        shutil.rmtree(out / PARTS, ignore_errors=True)  # the records come from the manifest now
+    elif out.exists() and not (recorded is not None and _same_settings(recorded, settings)):
+        _remove_outputs(out)
     (out / PARTS).mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
-    for tmp in out.glob("*.tmp-*"):  # leftovers of a killed writer
-        if tmp.is_dir():
-            shutil.rmtree(tmp)
-        else:
-            tmp.unlink()
     _write_json(marker, settings)
+    for job, record in kept.items():
+        _write_json(_part_path(out, job), record)
+    return None
 
 
 def _part_path(out: Path, job: ShardJob) -> Path:
@@ -311,6 +477,4 @@ def _convert_in_pool(
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_json(path, obj, sort_keys=True)

@@ -22,9 +22,9 @@ import numpy as np
 from tqdm import tqdm
 
 from objdisc.data.schema import Scene, scene_signature
+from objdisc.io import write_text
 from objdisc.data.storage import (
     StorageError,
-    atomic_path,
     iter_shard,
     parse_shard_name,
     sha256_file,
@@ -193,9 +193,7 @@ def build_index(
     except (TypeError, ValueError) as err:
         raise StorageError(f"{dataset_dir}: conversion params are not JSON-serialisable: {err}") from None
     out = Path(out) if out is not None else dataset_dir / INDEX_NAME
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    write_text(out, text)
     return index
 
 

@@ -12,6 +12,7 @@ target-ray sampling), so a run resumed at step N sees exactly the batches an uni
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,33 +22,108 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from objdisc.data import storage
 from objdisc.data.schema import Scene
+from objdisc.data.storage import StorageError
 
 Transform = Callable[[Scene, torch.Generator | None], dict[str, Any]]
+REINDEX = "re-run `objdisc index` (or `dvc repro`) after changing shards"
+
+# Shards whose sha256 this process has checked: resolved path -> (size, mtime_ns, sha256) of the
+# file as hashed. A second dataset over the same shards (val, evaluation after training, a new
+# loader in the same run) finds them here and hashes nothing.
+_HASHED: dict[str, tuple[int, int, str]] = {}
+
+
+def _entries(index: dict, split: str) -> list[tuple[str, int, str]]:
+    if split not in index.get("keys", {}):
+        raise KeyError(f"index has no split '{split}' (have {sorted(index.get('keys', {}))})")
+    return sorted((shard, int(offset), key) for key, (shard, offset) in index["keys"][split].items())
 
 
 def split_locations(index: dict, split: str) -> list[tuple[str, int]]:
     """(shard name, offset) of every scene of ``split``, in storage order."""
-    if split not in index.get("keys", {}):
-        raise KeyError(f"index has no split '{split}' (have {sorted(index.get('keys', {}))})")
-    return sorted((shard, int(offset)) for shard, offset in index["keys"][split].values())
+    return [(shard, offset) for shard, offset, _ in _entries(index, split)]
 
 
 class SceneDataset(Dataset):
-    """Map-style dataset of one split; items are ``(position, seed)`` pairs from the samplers."""
+    """Map-style dataset of one split; items are ``(position, seed)`` pairs from the samplers.
 
-    def __init__(self, shards_dir: str | Path, index: dict, split: str, transform: Transform) -> None:
+    The shards are checked against the index (``verify``, on by default), so a shard changed or
+    replaced after indexing is never trained on:
+
+    * at construction, in the main process and before any DataLoader worker starts, every shard of
+      the split is compared with the index: its size always, and its sha256 unless this process
+      already hashed the file with the same size and mtime (``_HASHED``). A mismatch raises a
+      one-line ``StorageError`` naming the shard and saying to re-index.
+    * the (size, mtime) of each checked shard travels with the dataset into the workers (forked or
+      pickled); before each read a worker only ``stat``s the shard (about a microsecond) and hashes
+      it again only if its size or mtime changed since.
+
+    So a run hashes each shard once (once per process under DDP), at the cost of reading the
+    split's shards once at start-up (the sha256 of a file runs at about the speed of reading it),
+    plus one ``stat`` per scene read. A read that fails to decode raises a ``StorageError`` naming
+    the shard and the scene's key.
+    """
+
+    def __init__(
+        self, shards_dir: str | Path, index: dict, split: str, transform: Transform, verify: bool = True
+    ) -> None:
         self.shards_dir = Path(shards_dir)
-        self.locations = split_locations(index, split)
+        entries = _entries(index, split)
+        self.locations = [(shard, offset) for shard, offset, _ in entries]
+        self.keys = [key for _, _, key in entries]
+        self.split = split
         self.transform = transform
+        self.verify = verify
         if not self.locations:
             raise ValueError(f"split '{split}' of {self.shards_dir} has no scenes")
+        self.expected: dict[str, tuple[int, str]] = {}
+        for info in index.get("splits", {}).get(split, {}).get("shards", []):
+            self.expected[info["path"]] = (int(info["bytes"]), str(info["sha256"]))
+        self._checked: dict[str, tuple[int, int]] = {}  # shard -> (size, mtime_ns) when last verified
+        if verify:
+            for shard in sorted({shard for shard, _ in self.locations}):
+                self.check_shard(shard)
+
+    def check_shard(self, shard: str) -> None:
+        """Compare one shard with the index (see the class docstring); raise ``StorageError``."""
+        path = self.shards_dir / shard
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            raise StorageError(f"{path}: shard of split '{self.split}' is missing; {REINDEX}") from None
+        stamp = (stat.st_size, stat.st_mtime_ns)
+        if self._checked.get(shard) == stamp:
+            return
+        if shard not in self.expected:
+            raise StorageError(f"{path}: the index lists no size or sha256 for this shard; {REINDEX}")
+        size, sha256 = self.expected[shard]
+        if stat.st_size != size:
+            raise StorageError(f"{path}: {stat.st_size} bytes, the index says {size}: changed after indexing; {REINDEX}")
+        key = str(path.resolve())
+        if _HASHED.get(key) != (*stamp, sha256):
+            if storage.sha256_file(path) != sha256:
+                raise StorageError(f"{path}: sha256 differs from the index: changed after indexing; {REINDEX}")
+            _HASHED[key] = (*stamp, sha256)
+        self._checked[shard] = stamp
 
     def __len__(self) -> int:
         return len(self.locations)
 
     def scene(self, position: int) -> Scene:
         shard, offset = self.locations[position]
-        return storage.read_scene(self.shards_dir / shard, offset)
+        key = self.keys[position]
+        path = self.shards_dir / shard
+        if self.verify:
+            self.check_shard(shard)
+        try:
+            return storage.read_scene(path, offset)
+        except StorageError as err:
+            text = str(err)
+            raise StorageError(text if f"'{key}'" in text else f"{text} (scene '{key}')") from None
+        except MemoryError:
+            raise
+        except Exception as err:  # a decoder's own error type (zlib, h5py, zarr, ...) from a damaged shard
+            raise StorageError(f"{path}: scene '{key}' at offset {offset} does not decode: {type(err).__name__}: {err}") from None
 
     def __getitem__(self, item: tuple[int, int] | int) -> dict[str, Any]:
         position, seed = item if isinstance(item, tuple) else (item, None)

@@ -39,6 +39,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from objdisc.geometry import clevr_intrinsics, look_at, pixel_rays
+from objdisc.io import atomic_path
 
 # Width of the per-object arrays in metadata.npz; mask ids are < MAX_OBJECTS + 1 (= E).
 MAX_OBJECTS = 6
@@ -461,11 +462,8 @@ def generate(cfg: SynthConfig, out: str | Path, workers: int = 1, progress: bool
     if workers < 1:
         raise ValueError(f"workers = {workers}: must be >= 1")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    old = None
+    with atomic_path(out) as tmp:
         for sub in ("images", "masks", "depths"):
             (tmp / sub).mkdir(parents=True)
         size = max(1, min(64, cfg.scenes // (8 * workers)))
@@ -497,16 +495,11 @@ def generate(cfg: SynthConfig, out: str | Path, workers: int = 1, progress: bool
             "materials": list(MATERIALS),
         }
         (tmp / "synth.json").write_text(json.dumps(info, indent=2) + "\n")
-        if out.exists():
+        if out.exists():  # an earlier generation (this stage's own output) steps aside, then goes
             old = out.with_name(f"{out.name}.old-{os.getpid()}")
             out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    if old is not None:
+        shutil.rmtree(old)
     return out
 
 

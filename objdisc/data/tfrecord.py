@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
 from zlib_ng import zlib_ng
+
+from objdisc.io import atomic_write
 
 Compression = Literal["GZIP", "ZLIB"] | None
 
@@ -343,19 +344,13 @@ def write_records(path: str | Path, payloads: Iterable[bytes], compression: str 
     if compression == "AUTO":
         raise ValueError("write_records needs an explicit compression (GZIP, ZLIB or None)")
     deflater = zlib.compressobj(6, zlib.DEFLATED, _WBITS[compression]) if compression else None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            for payload in payloads:
-                payload = bytes(payload)
-                length = struct.pack("<Q", len(payload))
-                frame = b"".join(
-                    [length, _CRC.pack(masked_crc32c(length)), payload, _CRC.pack(masked_crc32c(payload))]
-                )
-                handle.write(deflater.compress(frame) if deflater else frame)
-            if deflater:
-                handle.write(deflater.flush())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as handle:
+        for payload in payloads:
+            payload = bytes(payload)
+            length = struct.pack("<Q", len(payload))
+            frame = b"".join(
+                [length, _CRC.pack(masked_crc32c(length)), payload, _CRC.pack(masked_crc32c(payload))]
+            )
+            handle.write(deflater.compress(frame) if deflater else frame)
+        if deflater:
+            handle.write(deflater.flush())

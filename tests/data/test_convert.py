@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from objdisc.data import storage
 from objdisc.data.convert import MANIFEST, ShardJob, convert, plan, runs
@@ -56,7 +55,9 @@ def test_sequential_file_is_read_once_per_run(tmp_path, monkeypatch):
     from tests.data.sources.fixtures_deepmind import random_scene, write_py
 
     rng = np.random.default_rng(0)
-    write_py(tmp_path / TETROMINOES.file, TETROMINOES, [random_scene(TETROMINOES, rng) for _ in range(24)])
+    raw = tmp_path / "raw"  # the output may not lie inside the input folder
+    raw.mkdir()
+    write_py(raw / TETROMINOES.file, TETROMINOES, [random_scene(TETROMINOES, rng) for _ in range(24)])
     walked = []
     real = tfrecord._records
 
@@ -67,14 +68,14 @@ def test_sequential_file_is_read_once_per_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tfrecord, "_records", counting)
     options = {"splits": {"train": [0, 18], "val": [18, 24]}}
-    result = convert("tetrominoes", tmp_path, tmp_path / "out", options=options, shard_scenes=3, progress=False)
+    result = convert("tetrominoes", raw, tmp_path / "out", options=options, shard_scenes=3, progress=False)
     assert {s: v["scenes"] for s, v in result.splits.items()} == {"train": 18, "val": 6}
     # one counting pass (24) + the train run (records 0..17) + the val run (skips 0..17, reads 18..23);
     # a reader per shard would walk 3+6+...+18 + 21+24 = 108 records after counting.
     assert len(walked) == 24 + 18 + 24
     monkeypatch.setattr(tfrecord, "_records", real)
     serial = {p.name: storage.sha256_file(p) for p in (tmp_path / "out").glob("*.tar")}
-    convert("tetrominoes", tmp_path, tmp_path / "par", options=options, shard_scenes=3, workers=2, progress=False)
+    convert("tetrominoes", raw, tmp_path / "par", options=options, shard_scenes=3, workers=2, progress=False)
     assert {p.name: storage.sha256_file(p) for p in (tmp_path / "par").glob("*.tar")} == serial
 
 
@@ -104,17 +105,19 @@ def test_parallel_equals_serial_and_is_byte_reproducible(synth_raw, tmp_path):
         assert storage.sha256_file(tmp_path / "a" / name) == storage.sha256_file(tmp_path / "b" / name)
 
 
+DEAD_PID = 99_999_999  # above any pid_max: no process has it
+
+
 def test_interrupted_conversion_resumes(synth_raw, tmp_path):
     out = tmp_path / "out"
     options = {"splits": TINY_SPLITS}
     convert("clevr3d", synth_raw, out, options=options, shard_scenes=5, progress=False)
     first = {p.name: storage.sha256_file(p) for p in out.glob("*.tar")}
-    # Simulate a kill: the manifest is not written yet, one shard is missing, a temp file remains.
-    (out / MANIFEST).unlink()
+    # Simulate a kill: one shard is missing and a killed writer's temp file remains.
     (out / "train-000001.tar").unlink()
-    (out / "val-000000.tar.tmp-1234").write_bytes(b"partial")
+    (out / f"val-000000.tar.tmp-{DEAD_PID}").write_bytes(b"partial")
     result = convert("clevr3d", synth_raw, out, options=options, shard_scenes=5, progress=False)
-    assert result.resumed_shards == 0  # parts records were removed with the finished manifest...
+    assert result.resumed_shards == 5 and not result.up_to_date  # only the missing shard is redone
     assert {p.name: storage.sha256_file(p) for p in out.glob("*.tar")} == first
     assert not list(out.glob("*.tmp-*"))
 
@@ -181,3 +184,139 @@ def test_unknown_format_and_split(synth_raw, tmp_path):
         convert("clevr3d", synth_raw, tmp_path / "x", fmt="parquet", options={"splits": TINY_SPLITS})
     with pytest.raises(SourceError, match="unknown split"):
         convert("clevr3d", synth_raw, tmp_path / "x", options={"splits": TINY_SPLITS}, splits=["holdout"])
+
+
+# --- fault-injection items 1-4 ------------------------------------------------------------------
+
+
+def test_unrelated_output_folder_is_refused_and_kept(synth_raw, tmp_path):
+    """Item 1: --output pointing at an existing unrelated folder deleted it; now it is refused."""
+    from objdisc.data.convert import ConvertError
+
+    other = tmp_path / "thesis"
+    other.mkdir()
+    (other / "chapter1.tex").write_text("precious")
+    (other / "train-000000.tar").write_bytes(b"someone else's shard")
+    with pytest.raises(ConvertError, match=r"thesis: the output folder is not empty and is not an objdisc conversion"):
+        convert("clevr3d", synth_raw, other, options={"splits": TINY_SPLITS}, progress=False)
+    assert sorted(p.name for p in other.iterdir()) == ["chapter1.tex", "train-000000.tar"]
+    assert (other / "chapter1.tex").read_text() == "precious"
+    with pytest.raises(ConvertError, match="not a folder"):
+        convert("clevr3d", synth_raw, other / "chapter1.tex", options={"splits": TINY_SPLITS}, progress=False)
+
+
+def test_output_that_is_or_holds_the_input_is_refused(synth_raw, tmp_path):
+    """Item 1: --output equal to --input deleted the raw dataset; inside it / around it too."""
+    import shutil
+
+    from objdisc.data.convert import ConvertError
+
+    raw = tmp_path / "raw" / "synth"
+    shutil.copytree(synth_raw, raw)
+    before = sorted(p.relative_to(raw) for p in raw.rglob("*"))
+    options = {"splits": TINY_SPLITS}
+    with pytest.raises(ConvertError, match=r"is the input .* or lies inside it"):
+        convert("clevr3d", raw, raw, options=options, progress=False)
+    with pytest.raises(ConvertError, match=r"is the input .* or lies inside it"):
+        convert("clevr3d", raw, raw / "shards", options=options, progress=False)
+    with pytest.raises(ConvertError, match=r"raw: the output folder contains the input"):
+        convert("clevr3d", raw, tmp_path / "raw", options=options, progress=False)
+    assert sorted(p.relative_to(raw) for p in raw.rglob("*")) == before
+
+
+def test_changed_settings_remove_only_what_the_converter_made(synth_raw, tmp_path):
+    """Item 1: with other settings, only shards, .parts, the manifest and dead writers' temporaries
+    go; other files (an index, notes) and a live writer's temporary stay."""
+    import subprocess
+
+    out = tmp_path / "out"
+    convert("clevr3d", synth_raw, out, options={"splits": TINY_SPLITS}, shard_scenes=5, progress=False)
+    (out / "notes.txt").write_text("mine")
+    (out / "index.json").write_text("{}")
+    (out / "train-000099.tar").write_bytes(b"an old shard")  # shard-named: the converter's
+    (out / f"train-000001.tar.tmp-{DEAD_PID}").write_bytes(b"killed writer")
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        (out / f"val-000000.tar.tmp-{live.pid}").write_bytes(b"live writer")
+        convert("clevr3d", synth_raw, out, options={"splits": TINY_SPLITS}, shard_scenes=8, progress=False)
+        names = sorted(p.name for p in out.iterdir())
+    finally:
+        live.kill()
+        live.wait()
+    assert names == sorted(
+        ["convert.json", "index.json", "notes.txt", f"val-000000.tar.tmp-{live.pid}",
+         "train-000000.tar", "train-000001.tar", "val-000000.tar", "test-000000.tar"]
+    )
+    assert json.loads((out / MANIFEST).read_text())["shard_scenes"] == 8
+
+
+def test_finished_conversion_is_kept_as_is(synth_raw, tmp_path, monkeypatch):
+    """Item 2: re-running a finished conversion with the same settings reconverted everything
+    (resumed_shards 0); now it returns at once, counts every shard as resumed and writes nothing."""
+    out = tmp_path / "out"
+    options = {"splits": TINY_SPLITS}
+    first = convert("clevr3d", synth_raw, out, options=options, shard_scenes=5, progress=False)
+    stamps = {p.name: (p.stat().st_mtime_ns, p.stat().st_ino) for p in out.iterdir()}
+
+    def no_writes(*args, **kwargs):
+        raise AssertionError("a finished conversion was written again")
+
+    monkeypatch.setattr(storage, "write_shard", no_writes)
+    again = convert("clevr3d", synth_raw, out, options=options, shard_scenes=5, progress=False)
+    assert again.up_to_date and again.resumed_shards == 6
+    assert again.splits == first.splits and again.skipped == first.skipped == []
+    assert {p.name: (p.stat().st_mtime_ns, p.stat().st_ino) for p in out.iterdir()} == stamps
+    # A shard whose size no longer matches the manifest is redone, and only that one.
+    monkeypatch.undo()
+    good = (out / "val-000000.tar").read_bytes()
+    (out / "val-000000.tar").write_bytes(good[:-512])
+    redone = convert("clevr3d", synth_raw, out, options=options, shard_scenes=5, progress=False)
+    assert not redone.up_to_date and redone.resumed_shards == 5
+    assert (out / "val-000000.tar").read_bytes() == good
+
+
+def test_split_range_past_the_data_stops_convert(synth_raw, tmp_path):
+    """Item 3: train [0,1000] / val [1000,1100] / test [1100,1200] on 24 scenes converted
+    train 24, val 0, test 0 with exit 0; now convert stops naming splits.<name>. Fractions follow
+    the data's size."""
+    splits = {"train": [0, 1000], "val": [1000, 1100], "test": [1100, 1200]}
+    with pytest.raises(SourceError, match=r"clevr3d: option splits\.train = \[0, 1000\] is past the end of the data: 24 scenes available"):
+        convert("clevr3d", synth_raw, tmp_path / "a", options={"splits": splits}, progress=False)
+    assert not (tmp_path / "a").exists()
+    fractions = {"train": [0, 0.8333], "val": [0.8333, 0.9167], "test": [0.9167, 1.0]}
+    result = convert("clevr3d", synth_raw, tmp_path / "b", options={"splits": fractions}, shard_scenes=8, progress=False)
+    assert {s: v["scenes"] for s, v in result.splits.items()} == {"train": 20, "val": 2, "test": 2}
+
+
+def test_empty_input_is_an_error(tmp_path):
+    """Item 4: a zero-byte TFRecord converted to an empty dataset with exit 0."""
+    from objdisc.data.sources.multi_object import TETROMINOES
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / TETROMINOES.file).write_bytes(b"")
+    with pytest.raises(SourceError, match=rf"tetrominoes: {raw} yields no scene for split\(s\) train, val, test"):
+        convert("tetrominoes", raw, tmp_path / "out", progress=False)
+    with pytest.raises(SourceError, match=r"option splits\.train = \[0, 8\] is past the end of the data: 0 scenes"):
+        convert("tetrominoes", raw, tmp_path / "out", options={"splits": {"train": [0, 8]}}, progress=False)
+    with pytest.raises(SourceError, match=rf"tetrominoes: {raw} yields no scene for split\(s\) train:"):
+        convert("tetrominoes", raw, tmp_path / "out", options={"splits": {"train": [0.0, 1.0]}}, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_split_asked_for_is_an_error_and_empty_default_split_a_warning(tmp_path):
+    """Item 4: a split that is asked for but holds no scene (here: all filtered out) is an error;
+    an empty split of the source's own table is left out with a warning."""
+    from objdisc.data.sources.multi_object import TETROMINOES
+    from tests.data.sources.fixtures_deepmind import random_scene, write_py
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rng = np.random.default_rng(0)
+    write_py(raw / TETROMINOES.file, TETROMINOES, [random_scene(TETROMINOES, rng, n) for n in (3, 3, 1, 1)])
+    options = {"splits": {"train": [0, 2], "val": [2, 4]}, "max_objects": 1}
+    with pytest.raises(SourceError, match=rf"tetrominoes: split 'train' has no scene in {raw}"):
+        convert("tetrominoes", raw, tmp_path / "out", options=options, progress=False)
+    with pytest.warns(UserWarning, match="of the source's default table has no scene"):
+        result = convert("tetrominoes", raw, tmp_path / "out", progress=False)
+    assert {s: v["scenes"] for s, v in result.splits.items()} == {"train": 4}

@@ -12,7 +12,7 @@ import torch
 from objdisc.config import ImageConfig
 from objdisc.data.index import load_index
 from objdisc.data.loading import EvalSampler, SceneDataset, TrainSampler, make_loader
-from objdisc.pipeline import image_transform
+from objdisc.models.family import image_transform
 
 
 def take(iterator, n):
@@ -72,7 +72,7 @@ DDP_SCRIPT = textwrap.dedent(
     from objdisc.config import ImageConfig
     from objdisc.data.index import load_index
     from objdisc.data.loading import SceneDataset, TrainSampler, make_loader
-    from objdisc.pipeline import image_transform
+    from objdisc.models.family import image_transform
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     shards, index_path, out = sys.argv[1:4]
@@ -110,3 +110,136 @@ def test_two_process_ddp_loader(synth_shards, tmp_path):
     rank0 = [i for b in seen[0] for i in b][:8]  # per-rank epoch slice = 16 / 2
     rank1 = [i for b in seen[1] for i in b][:8]
     assert sorted(rank0 + rank1) == list(range(16))  # the two ranks share the epoch exactly
+
+
+# --- fault-injection items 5 and 6: shards changed after indexing -------------------------------
+
+
+def flip_byte_in_member(shard, member_suffix="image_00.png", at=None):
+    """Flip one byte of the first ``*.<member_suffix>`` member (in its middle unless ``at`` says
+    where): the shard keeps its size. A flip inside PNG pixel data still decodes; one in the PNG
+    signature (``at=1``) does not."""
+    import tarfile
+
+    with tarfile.open(shard) as tar:
+        info = next(m for m in tar.getmembers() if m.name.endswith(member_suffix))
+    data = bytearray(shard.read_bytes())
+    data[info.offset_data + (info.size // 2 if at is None else at)] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    return info.name
+
+
+def copy_shards(synth_shards, tmp_path):
+    import shutil
+
+    shards, index_path = synth_shards
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    return copy, load_index(index_path)
+
+
+def test_shard_changed_after_indexing_is_refused(synth_shards, tmp_path):
+    """Item 5: a byte flipped inside a member of an indexed shard (same size) was trained on."""
+    import pytest
+
+    from objdisc.data.storage import StorageError
+
+    shards, index = copy_shards(synth_shards, tmp_path)
+    transform = functools.partial(image_transform, cfg=ImageConfig(size=8), train=False)
+    flip_byte_in_member(shards / "train-000001.tar")
+    with pytest.raises(StorageError, match=r"train-000001\.tar: sha256 differs from the index.*objdisc index"):
+        SceneDataset(shards, index, "train", transform)
+    (shards / "val-000000.tar").write_bytes((shards / "val-000000.tar").read_bytes()[:-512])
+    with pytest.raises(StorageError, match=r"val-000000\.tar: \d+ bytes, the index says \d+"):
+        SceneDataset(shards, index, "val", transform)
+    SceneDataset(shards, index, "test", transform)  # the other splits' shards are fine
+
+
+def test_shards_are_hashed_once_per_process(synth_shards, tmp_path, monkeypatch):
+    """Item 5: the cost is at most one sha256 per shard per process; reads only stat the shard,
+    and a shard whose mtime changes is hashed again before it is read."""
+    import os
+
+    from objdisc.data import storage
+
+    shards, index = copy_shards(synth_shards, tmp_path)
+    hashed = []
+    real = storage.sha256_file
+    monkeypatch.setattr(storage, "sha256_file", lambda path: hashed.append(os.path.basename(path)) or real(path))
+    transform = functools.partial(image_transform, cfg=ImageConfig(size=8), train=False)
+    first = SceneDataset(shards, index, "train", transform)
+    assert sorted(hashed) == ["train-000000.tar", "train-000001.tar", "train-000002.tar"]
+    second = SceneDataset(shards, index, "train", transform)
+    for position in range(len(second)):
+        second[position]
+    batches = list(make_loader(first, 4, EvalSampler(len(first)), workers=0))
+    assert len(batches) == 4 and len(hashed) == 3  # nothing hashed again
+    path = shards / "train-000002.tar"
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # touched, same bytes
+    first[len(first) - 1]
+    assert hashed[3:] == ["train-000002.tar"]
+    flip_byte_in_member(path)
+    import pytest
+
+    with pytest.raises(storage.StorageError, match="train-000002.tar: sha256 differs"):
+        first[len(first) - 1]
+
+
+def test_decode_error_names_shard_and_key(synth_shards, tmp_path, monkeypatch):
+    """Item 6: a decoder's own exception inside the dataset becomes a StorageError naming the shard
+    and the scene's key."""
+    import zlib
+
+    import pytest
+
+    from objdisc.data import storage
+
+    shards, index = copy_shards(synth_shards, tmp_path)
+    dataset = SceneDataset(shards, index, "train", functools.partial(image_transform, cfg=ImageConfig(size=8), train=False))
+
+    def broken(path, offset):
+        raise zlib.error("Error -3 while decompressing data: invalid stored block lengths")
+
+    monkeypatch.setattr(storage, "read_scene", broken)
+    shard, _ = dataset.locations[0]
+    with pytest.raises(storage.StorageError, match=rf"{shard}: scene '{dataset.keys[0]}' at offset 0 does not decode: error: Error -3"):
+        dataset.scene(0)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_shard_corrupted_under_a_worker_ends_as_one_line(synth_shards, tmp_path, capsys, verify):
+    """Item 6: a shard corrupted after indexing failed inside a DataLoader worker with a 22-line
+    traceback; torch's wrapped worker message now reaches the user as one line naming the shard:
+    the worker's re-check of the changed shard (verify) or the decoder's error (no verify)."""
+    from objdisc.errors import exit_on_error
+
+    shards, index = copy_shards(synth_shards, tmp_path)
+    transform = functools.partial(image_transform, cfg=ImageConfig(size=8), train=False)
+    dataset = SceneDataset(shards, index, "train", transform, verify=verify)
+    # After the start-up check, so only the worker can find it.
+    flip_byte_in_member(shards / "train-000001.tar", at=None if verify else 1)
+    with pytest.raises(SystemExit):
+        with exit_on_error():
+            for _ in make_loader(dataset, 4, EvalSampler(len(dataset)), workers=1):
+                pass
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and "train-000001.tar" in lines[0] and "Traceback" not in err
+    assert ("objdisc index" in lines[0]) if verify else ("cannot decode PNG" in lines[0])
+
+
+def test_worker_message_reduction_keeps_other_messages():
+    from objdisc.errors import one_line
+
+    wrapped = ValueError(
+        "Caught StorageError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\n    g()\n'
+        "objdisc.data.storage.StorageError: /s/train-000001.tar: sha256 differs from the index\n"
+    )
+    assert one_line(wrapped) == "/s/train-000001.tar: sha256 differs from the index"
+    assert one_line(ValueError("plain: message")) == "plain: message"
+    assert one_line(KeyError("index has no split 'x'")) == "index has no split 'x'"

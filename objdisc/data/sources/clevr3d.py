@@ -21,17 +21,24 @@ from PIL import Image
 
 from objdisc.data.schema import Scene, scene_key
 from objdisc.data.sources.base import Source, SourceError, SourceInfo
+from objdisc.data.sources.options import SplitRange, check_options, parse_splits
 from objdisc.geometry import clevr_intrinsics, look_at
 
 # Scene-id ranges of the reference loaders (srt/osrt validation range; ObSuRF uses 70000-70500).
-CLEVR3D_SPLITS = {"train": (0, 70000), "val": (70000, 75000), "test": (85000, 100000)}
+CLEVR3D_SPLITS = {"train": SplitRange(0, 70000), "val": SplitRange(70000, 75000), "test": SplitRange(85000, 100000)}
 DEPTH_SCALE = 1638.4  # = 65536 * 0.025
 
 
 class Clevr3D(Source):
-    """Options: ``splits`` {name: [start, stop)} of scene ids, ``max_objects`` (6: CLEVR3D keeps
-    scenes with at most 6 objects), ``entities`` (11: mask ids must be below it), ``views`` (list of
-    view ids to keep; default all)."""
+    """Options: ``splits`` {name: [start, stop)} of scene ids, or fractions of the scenes such as
+    [0.0, 0.8] (``objdisc.data.sources.options``; a range past the last scene of ``metadata.npz``
+    is an error naming ``splits.<name>``), ``max_objects`` (6: CLEVR3D keeps scenes with at most 6
+    objects), ``entities`` (11: mask ids must be below it), ``views`` (list of view ids to keep;
+    default all).
+
+    Without ``splits`` the reference loaders' table applies (train [0, 70000), val [70000, 75000),
+    test [85000, 100000)), cut at the last scene of ``metadata.npz``, so a partial download (or
+    a smaller ``objdisc synth`` set) converts what it has; a default split past the end is empty."""
 
     info = SourceInfo(
         name="clevr3d",
@@ -43,6 +50,7 @@ class Clevr3D(Source):
 
     def __init__(self, root: str | Path, **options: Any) -> None:
         super().__init__(root, **options)
+        check_options(options, {"splits", "max_objects", "entities", "views"}, self.info.name)
         meta_path = self.root / "metadata.npz"
         if not meta_path.is_file():
             raise SourceError(f"{self.info.name}: missing {meta_path}")
@@ -58,13 +66,12 @@ class Clevr3D(Source):
         self.views = [int(v) for v in options.get("views", range(all_views))]
         if not self.views or max(self.views) >= all_views:
             raise SourceError(f"{self.info.name}: views {self.views} not in 0..{all_views - 1}")
-        ranges = options.get("splits", CLEVR3D_SPLITS)
-        self.split_ids = {name: self._select(*ranges[name]) for name in ranges}
-
-    def _select(self, start: int, stop: int) -> np.ndarray:
-        ids = np.arange(start, min(stop, self.num_scenes))
-        counts = (self.metadata["shape"][ids] > 0).sum(axis=1)
-        return ids[counts <= self.max_objects]
+        table = parse_splits(options["splits"], self.info.name) if "splits" in options else dict(CLEVR3D_SPLITS)
+        counts = (self.metadata["shape"] > 0).sum(axis=1)
+        self.split_ids = {
+            name: np.asarray(split.members(self.num_scenes, counts, self.max_objects), dtype=np.int64)
+            for name, split in table.items()
+        }
 
     def splits(self) -> dict[str, int]:
         return {name: len(ids) for name, ids in self.split_ids.items()}

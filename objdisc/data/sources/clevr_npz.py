@@ -9,10 +9,12 @@ missing or unreadable manifest is rebuilt by globbing ``**/*.npz`` and reading t
 the last ``_`` of each file stem (plain ``<i>`` stems too); here the rebuilt index stays in memory
 (the raw folder is never written) and must cover 0..N−1 without gaps.
 
-Splits are the framework's: test [0, 15000), val [15000, 30000), train [30000, N). Option
+Splits are the framework's: test [0, 15000), val [15000, 30000), train [30000, N), capped at the
+record count (a default split past the end of a shorter folder is empty). Option
 ``max_objects`` (6 for the framework's ``clevr6``, which keeps Σ visibility ≤ 7) keeps scenes with
 at most that many visible objects; option ``splits`` replaces the table as for the TFRecord
-source. Scenes are built by the same code as ``clevr-with-masks`` scenes (same mask ids and
+source (record numbers or fractions, ``objdisc.data.sources.options``; a range past the last
+record is an error). Scenes are built by the same code as ``clevr-with-masks`` scenes (same mask ids and
 ``objects``), so both routes give the same pixels, masks and objects for a record.
 """
 
@@ -28,15 +30,8 @@ import numpy as np
 
 from objdisc.data.schema import Scene
 from objdisc.data.sources.base import Source, SourceError, SourceInfo
-from objdisc.data.sources.multi_object import (
-    CLEVR,
-    SplitRange,
-    check_options,
-    count_objects,
-    parse_max_objects,
-    parse_splits,
-    scene_from_arrays,
-)
+from objdisc.data.sources.multi_object import CLEVR, count_objects, scene_from_arrays
+from objdisc.data.sources.options import SplitRange, check_options, parse_max_objects, parse_splits
 
 FOLDER = "clevr_with_masks"
 SPLITS = {"test": SplitRange(0, 15_000), "val": SplitRange(15_000, 30_000), "train": SplitRange(30_000)}

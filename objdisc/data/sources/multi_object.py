@@ -21,10 +21,13 @@ Canonical scene (one view):
   only ``id`` and ``visible``.
 * ``meta``: source, variant, split, index (record number in the file), views [0].
 
-Splits are ranges of record numbers, capped at the file's record count (a split past the end of a
-shorter file is empty). Option ``splits`` replaces the table ({name: [start, stop]} or
-[start, stop, limit], stop null = end of file); option ``max_objects`` keeps only scenes with at
-most that many visible objects (entities k ≥ 1), applied inside each range before any ``limit``.
+Splits are ranges of record numbers. The built-in tables are capped at the file's record count (a
+default split past the end of a shorter file is empty). Option ``splits`` replaces the table
+({name: [start, stop]} or [start, stop, limit], stop null = end of file, or fractions such as
+[0.0, 0.8] of the records; see ``objdisc.data.sources.options``); a range of that option past the
+end of the file is an error naming ``splits.<name>``, except in a damaged file, whose readable
+length is only a lower bound. Option ``max_objects`` keeps only scenes with at most that many
+visible objects (entities k ≥ 1), applied inside each range before any ``limit``.
 Counting records (and objects, when filtering) takes one pass over the file, cached in memory per
 file; reading restarts anywhere by skipping records by their framing, so conversion streams.
 
@@ -46,6 +49,8 @@ import numpy as np
 
 from objdisc.data.schema import Scene, scene_key
 from objdisc.data.sources.base import Source, SourceError, SourceInfo
+# The option parsers live in the shared options module (every source with a split table uses them).
+from objdisc.data.sources.options import SplitRange, check_options, parse_max_objects, parse_splits
 from objdisc.data.tf_example import Fixed, parse_fixed
 from objdisc.data.tfrecord import TFRecordError, count_records, iter_records, read_records
 
@@ -217,76 +222,11 @@ def count_objects(visibility: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# Splits
-
-
-@dataclass(frozen=True)
-class SplitRange:
-    """Record numbers [start, stop) (stop None = end of file), at most ``limit`` scenes kept."""
-
-    start: int
-    stop: int | None = None
-    limit: int | None = None
-
-    def members(self, total: int, objects: np.ndarray | None, max_objects: int | None) -> Sequence[int]:
-        """Record numbers of this split in a file of ``total`` records."""
-        stop = total if self.stop is None else min(self.stop, total)
-        start = min(self.start, stop)
-        members: Sequence[int]
-        if max_objects is None:
-            members = range(start, stop)
-        else:
-            members = np.flatnonzero(objects[start:stop] <= max_objects) + start
-        return members if self.limit is None else members[: self.limit]
-
-
-def parse_splits(value: Any, where: str) -> dict[str, SplitRange]:
-    """Option ``splits``: {name: [start, stop] | [start, stop, limit] | {start, stop, limit}}."""
-    if not isinstance(value, Mapping) or not value:
-        raise SourceError(f"{where}: option 'splits' must be a non-empty mapping name -> [start, stop]")
-    table = {}
-    for name, spec in value.items():
-        try:
-            if isinstance(spec, Mapping):
-                split = SplitRange(int(spec["start"]), spec.get("stop"), spec.get("limit"))
-            else:
-                split = SplitRange(*spec)
-            split = SplitRange(
-                int(split.start),
-                None if split.stop is None else int(split.stop),
-                None if split.limit is None else int(split.limit),
-            )
-        except (TypeError, ValueError, KeyError):
-            raise SourceError(f"{where}: split '{name}': expected [start, stop] or [start, stop, limit], got {spec!r}") from None
-        if split.start < 0 or (split.stop is not None and split.stop < split.start) or (split.limit or 0) < 0:
-            raise SourceError(f"{where}: split '{name}' has a bad range {spec!r}")
-        table[str(name)] = split
-    return table
-
-
-def parse_max_objects(value: Any, where: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        count = int(value)
-    except (TypeError, ValueError):
-        count = -1
-    if count < 0 or count != value:
-        raise SourceError(f"{where}: option 'max_objects' must be a non-negative integer, got {value!r}")
-    return count
-
-
-def check_options(options: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise SourceError(f"{where}: unknown option(s) {unknown} (allowed: {sorted(allowed)})")
-
-
-# --------------------------------------------------------------------------------------------
 # Sources
 
-# Per file (path, size, mtime, compression, E): visible objects per record.
-_OBJECT_COUNTS: dict[tuple, np.ndarray] = {}
+# Per file (path, size, mtime, compression, E): visible objects per record, and the first
+# unreadable record of a damaged file (None when whole), so a cached count keeps its caveat.
+_OBJECT_COUNTS: dict[tuple, tuple[np.ndarray, int | None]] = {}
 
 # Slot Attention trained on the first 60K scenes of Tetrominoes and Multi-dSprites; the same
 # ranges serve Multi-dSprites and Objects Room train here (the files hold 1M scenes each).
@@ -325,6 +265,7 @@ class MultiObjectTFRecord(Source):
         # (the converter's workers get one) never counts again.
         self._count: int | None = None
         self._visible: np.ndarray | None = None
+        self._damaged_at: int | None = None  # first unreadable record of a damaged file
 
     def _choose_variant(self, variant: Any) -> str | None:
         known = [v for v in self.layouts if v is not None]
@@ -374,6 +315,7 @@ class MultiObjectTFRecord(Source):
         """A file whose readable part ends at record ``err.ends_at`` (a cut download, say) counts
         that record too: reading it raises the error naming the file and record, so a strict
         conversion fails there and ``--skip-bad`` lists it among the skipped scenes."""
+        self._damaged_at = err.ends_at
         warnings.warn(
             f"{self.info.name}: {err}; records {err.ends_at} onwards cannot be read "
             f"(a strict conversion stops at record {err.ends_at}, --skip-bad keeps the {err.ends_at} before it)",
@@ -403,20 +345,24 @@ class MultiObjectTFRecord(Source):
                     raise SourceError(str(err)) from err
                 self._damaged(err)
                 counts.append(0)  # the unreadable record stays a member too
-            _OBJECT_COUNTS[key] = np.asarray(counts, dtype=np.int16)
-        self._visible = _OBJECT_COUNTS[key]
+            _OBJECT_COUNTS[key] = (np.asarray(counts, dtype=np.int16), self._damaged_at)
+        self._visible, damaged_at = _OBJECT_COUNTS[key]
+        if damaged_at is not None:
+            self._damaged_at = damaged_at
         return self._visible
 
     def members(self, split: str) -> Sequence[int]:
         """Record numbers of ``split`` in order."""
         self.check_split(split)
         objects = self._objects() if self.max_objects is not None else None
-        return self.table[split].members(self._records(), objects, self.max_objects)
+        total = self._records()
+        return self.table[split].members(total, objects, self.max_objects, exact=self._damaged_at is None)
 
     def splits(self) -> dict[str, int]:
         total = self._records()
         objects = self._objects() if self.max_objects is not None else None
-        return {name: len(split.members(total, objects, self.max_objects)) for name, split in self.table.items()}
+        exact = self._damaged_at is None  # a damaged file's count is only what could be read
+        return {name: len(split.members(total, objects, self.max_objects, exact)) for name, split in self.table.items()}
 
     def meta(self, split: str, index: int) -> dict[str, Any]:
         return {"source": self.info.name, "variant": self.variant, "split": split, "index": int(index), "views": [0]}

@@ -10,7 +10,9 @@ same image, mask ids and objects by either route.
 
 Splits are HHousen's record ranges: CLEVR train [0, 70000), val [70001, 85000), test
 [85001, 100000); Tetrominoes train [0, 60000), val [60001, 75000), test [75001, 90000) (the
-records between are unused, as there), capped at the file's length. Option ``max_objects`` keeps
+records between are unused, as there), capped at the file's length; option ``splits`` replaces
+the table (record numbers or fractions, ``objdisc.data.sources.options``; a range past the end of
+the file is an error). Option ``max_objects`` keeps
 scenes with at most that many visible objects (visibility of entities 1..E−1). HHousen instead
 keeps Σ visibility ≤ num_slots − 1, background included, which admits one object fewer than the
 slot count suggests; ``max_objects: 6`` is the true CLEVR6. Records are read in slices of at
@@ -28,17 +30,8 @@ import numpy as np
 
 from objdisc.data.schema import Scene
 from objdisc.data.sources.base import Source, SourceError, SourceInfo
-from objdisc.data.sources.multi_object import (
-    CLEVR,
-    TETROMINOES,
-    Layout,
-    SplitRange,
-    check_options,
-    count_objects,
-    parse_max_objects,
-    parse_splits,
-    scene_from_arrays,
-)
+from objdisc.data.sources.multi_object import CLEVR, TETROMINOES, Layout, count_objects, scene_from_arrays
+from objdisc.data.sources.options import SplitRange, check_options, parse_max_objects, parse_splits
 
 NAME = "multi-object-hdf5"
 DATASETS: dict[str, tuple[Layout, str, dict[str, SplitRange]]] = {

@@ -8,8 +8,9 @@ factors by name (room factors included, as the file gives them per image). A fil
 
 Splits as object-discovery-pytorch (from SLATE) takes them: train [0, 400000), val
 [400001, 430000), test [430001, 460000) (records 400000, 430000 and the last 20,000 unused),
-capped at the file's length; option ``splits`` replaces the table. Images are read in slices of
-~32 MiB.
+capped at the file's length; option ``splits`` replaces the table (record numbers or fractions,
+``objdisc.data.sources.options``; a range past the end of the file is an error). Images are read
+in slices of ~32 MiB.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 
 from objdisc.data.schema import Scene, scene_key
 from objdisc.data.sources.base import Source, SourceError, SourceInfo
-from objdisc.data.sources.multi_object import SplitRange, check_options, parse_splits
+from objdisc.data.sources.options import SplitRange, check_options, parse_splits
 
 NAME = "shapes3d"
 FILE = "3dshapes.h5"

@@ -9,8 +9,9 @@ can run in parallel and resume shard by shard. The formats hold the same fields:
 * ``zarr`` (``.zarr.zip``): the same arrays as zarr v3 packed into a single zip file, so that a
   shard is one file (DVC tracks many small files badly).
 
-A shard is written atomically: into ``<name>.tmp-<pid>``, flushed to disk, then renamed, so a
-crash never leaves a complete-looking partial shard and ``list_shards`` ignores the leftovers.
+A shard is written atomically (``objdisc.io.atomic_path``: ``<name>.tmp-<pid>``, flushed to disk,
+then renamed), so a crash never leaves a complete-looking partial shard and ``list_shards``
+ignores the leftovers.
 Offsets locate one scene inside a shard without a scan: the byte offset of the scene's first
 tar header, or the row index in HDF5 and zarr.
 """
@@ -19,10 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from objdisc.io import atomic_path
 from objdisc.data.schema import ARRAY_FIELDS, SchemaError, Scene, validate_scene
 
 FORMATS = ("webdataset", "hdf5", "zarr")
@@ -115,35 +115,6 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a file (or a folder entry) to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; on success it replaces ``path``, on error it goes.
-
-    The temporary name ``<name>.tmp-<pid>`` is unique per process and never matches a shard
-    pattern, so readers and resumed conversions skip it.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        fsync_path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_path(path.parent)
 
 
 def _format_module(fmt: str) -> ModuleType:
@@ -302,7 +273,7 @@ def write_shard(
     if depth_dtype not in DEPTH_DTYPES:
         raise StorageError(f"{path}: depth_dtype must be one of {DEPTH_DTYPES}, got '{depth_dtype}'")
     module = _format_module(fmt)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, durable=True) as tmp:
         keys, offsets = module.write(tmp, _checked(scenes, path.name, depth_dtype), depth_dtype)
     return ShardInfo(
         path=path.name,
@@ -359,7 +330,6 @@ __all__ = [
     "FORMATS",
     "ShardInfo",
     "StorageError",
-    "atomic_path",
     "decode_wds_sample",
     "format_of",
     "iter_shard",
