@@ -32,15 +32,9 @@ if str(ROOT) not in sys.path:  # run as `python benchmarks/<name>.py`: make objd
 MIB = 2**20
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow start-up chatter off (fixture writing, tf.data)
 
+from objdisc.io import write_json  # noqa: E402  (after the sys.path set-up above)
 
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON atomically (temporary sibling, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
-    return path
+__all__ = ["write_json"]  # re-exported for the benchmark scripts
 
 
 # ----------------------------------------------------------------------------- machine

@@ -8,7 +8,7 @@ For each dataset a fixture of ``--scenes`` scenes is written in the exact origin
    HDF5 and zarr with the largest only), plus the time to index the shards.
 2. Loading for training: scenes/s of ``SceneDataset`` + ``make_loader`` with ``TrainSampler``
    (shuffled, batch ``--batch``) over the converted shards, for each format and each count in
-   ``--loader-workers``, with the 2D transform of training (``objdisc.pipeline.image_transform``,
+   ``--loader-workers``, with the 2D transform of training (``objdisc.image_transform``,
    the dataset's crop from the root ``params.yaml``). The first batch (worker start-up) is timed
    apart from the steady state.
 3. Reading the original files directly, one process, in file order, with the same transform:
@@ -124,14 +124,14 @@ def task_convert(task: dict[str, Any]) -> dict[str, Any]:
 def task_loader(task: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from objdisc import pipeline
     from objdisc.config import ImageConfig
+    from objdisc.models.family import image_transform
     from objdisc.data.index import load_index
     from objdisc.data.loading import SceneDataset, TrainSampler, make_loader
 
     shards = Path(task["shards"])
     index = load_index(shards / "index.json")
-    transform = functools.partial(pipeline.image_transform, cfg=ImageConfig(**task["image"]), train=True)
+    transform = functools.partial(image_transform, cfg=ImageConfig(**task["image"]), train=True)
     rss_before = rss_mib()
     with TreeRSS() as tree:
         dataset = SceneDataset(shards, index, SPLIT, transform)
@@ -230,8 +230,8 @@ READERS = {
 def task_direct(task: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from objdisc import pipeline
     from objdisc.config import ImageConfig
+    from objdisc.models.family import image_transform
 
     cfg = ImageConfig(**task["image"])
     read = READERS[task["reader"]]
@@ -240,7 +240,7 @@ def task_direct(task: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         scenes = 0
         for scene in read(Path(task["input"]), task["count"]):
-            sample = pipeline.image_transform(scene, None, cfg=cfg, train=True)
+            sample = image_transform(scene, None, cfg=cfg, train=True)
             scenes += 1
         seconds = time.perf_counter() - t0
     return {

@@ -1,10 +1,10 @@
 """Training-step time and peak memory of every registered model, as JSON.
 
-One step is what the training loop does per batch minus data loading and EMA: forward (bf16
-autocast on CUDA, fp32 on CPU), backward, gradient clipping (``train.grad_clip``) and an Adam
-update. Batches are built from the embedded synthetic scenes (``objdisc.data.synth.render_scene``)
-exactly as the loaders build them: the 2D image transform for image models,
-``objdisc.data.views.make_views_sample`` for the 3D ones, collated with ``default_collate``.
+One step is the training loop's own ``objdisc.train.step.train_step`` (forward with bf16 autocast
+on CUDA, fp32 on CPU, backward, gradient clipping ``train.grad_clip``, the model's own optimisers
+and ``after_step``), without data loading and EMA. Batches are built from the embedded synthetic
+scenes (``objdisc.data.synth.render_scene``) exactly as the loaders build them, through the model
+family's transform, collated with ``default_collate``.
 
 Settings:
 
@@ -87,81 +87,68 @@ def _render(views: int, height: int, width: int, count: int, seed: int) -> list[
     return [render_scene(cfg, i) for i in range(count)]
 
 
-def make_batch(task: dict[str, Any], model_cfg: Any, inputs: str) -> dict[str, Any]:
-    """A collated batch of ``task["batch"]`` samples in the model's layout."""
+def make_batch(task: dict[str, Any], family: Any) -> dict[str, Any]:
+    """A collated batch of ``task["batch"]`` samples in the model's layout (its family's transform)."""
     import torch
     from torch.utils.data import default_collate
 
-    from objdisc.config import ImageConfig, build
+    from objdisc.config import DatasetConfig, build
 
     views, height, width = task["scene"]
     unique = task["batch"] if task["unique_scenes"] <= 0 else min(task["batch"], task["unique_scenes"])
     scenes = _render(views, height, width, unique, task["seed"])
+    data = build(DatasetConfig, {"source": "synth", "image": task["image"] or {}, "views": task["views"] or {}}, "task")
+    transform = family.transform(data, train=True, where="task")
     samples = []
     for i in range(task["batch"]):
-        scene = scenes[i % len(scenes)]
         generator = torch.Generator().manual_seed(task["seed"] * 1_000_003 + i)  # own views/rays per sample
-        if inputs == "image":
-            from objdisc.data.transforms import image_sample, pick_view
-
-            cfg = build(ImageConfig, task["image"], "image")
-            side = model_cfg.hw[0]
-            if cfg.size != side:  # the model's input side decides the resize
-                cfg = dataclasses.replace(cfg, size=side)
-            samples.append(image_sample(scene, cfg, pick_view(scene, cfg, generator)))
-        else:
-            from objdisc.data.views import ViewsConfig, make_views_sample
-
-            cfg = build(ViewsConfig, task["views"], "views")
-            samples.append(make_views_sample(scene, cfg, generator))
+        samples.append(transform(scenes[i % len(scenes)], generator))
     return default_collate(samples)
 
 
 def task_model(task: dict[str, Any]) -> dict[str, Any]:
-    """Time ``warmup + steps`` training steps of one model on one fixed batch."""
+    """Time ``warmup + steps`` training steps of one model on one fixed batch (the loop's own
+    ``train_step`` with the model's own optimisers)."""
     import torch
 
-    from objdisc.models import MODELS, build_model, model_config, param_count
-    from objdisc.train.loop import autocast, to_device
+    from objdisc.config import TrainConfig
+    from objdisc.models import MODELS, model_config, param_count
+    from objdisc.train.optim import Optimisation
+    from objdisc.train.step import to_device, train_step
 
     if task.get("threads"):
         torch.set_num_threads(task["threads"])
     device = torch.device(task["device"])
     torch.manual_seed(task["seed"])
-    cfg = model_config(task["model"], task["options"])
-    inputs = MODELS[task["model"]].model.inputs
+    cfg = model_config(task["model"], task["options"], task.get("data"))
+    model_cls = MODELS[task["model"]].model
     t0 = time.perf_counter()
-    batch = make_batch(task, cfg, inputs)
+    batch = make_batch(task, model_cls.family)
     batch_s = time.perf_counter() - t0
     shapes = {k: list(v.shape) for k, v in batch.items() if torch.is_tensor(v)}
     batch = to_device(batch, device)
     rss_before = rss_mib()
 
-    model = build_model(task["model"], task["options"]).to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=task["lr"])
+    model = model_cls(cfg).to(device).train()
+    train = TrainConfig(lr=task["lr"], grad_clip=task["grad_clip"], precision=task["precision"], warmup_steps=0)
+    optim = Optimisation(model.optimizers(train), train, model)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
 
     losses = []
 
-    def step() -> None:
-        with autocast(device, task["precision"]):
-            out = model(batch)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        if task["grad_clip"] > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), task["grad_clip"])
-        optimizer.step()
+    def step(i: int) -> None:
+        out, _ = train_step(model, model, batch, optim, i, precision=task["precision"], grad_clip=task["grad_clip"])
         losses.append(out.loss.detach())
 
-    for _ in range(task["warmup"]):  # first steps: allocator growth, Adam state, kernel selection
-        step()
+    for i in range(task["warmup"]):  # first steps: allocator growth, optimiser state, kernel selection
+        step(i)
     _sync(device)
     times = []
-    for _ in range(task["steps"]):
+    for i in range(task["steps"]):
         t0 = time.perf_counter()
-        step()
+        step(task["warmup"] + i)
         _sync(device)
         times.append(time.perf_counter() - t0)
     mean = sum(times) / len(times)
@@ -174,7 +161,7 @@ def task_model(task: dict[str, Any]) -> dict[str, Any]:
         "precision": "bf16-autocast" if (task["precision"] == "bf16" or (task["precision"] == "auto" and device.type == "cuda")) else "fp32",
         "batch": b,
         "parameters": param_count(model),
-        "inputs": inputs,
+        "family": model_cls.family.name,
         "shapes": shapes,
         "warmup": task["warmup"],
         "steps": task["steps"],
@@ -190,7 +177,7 @@ def task_model(task: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mib": peak_rss_mib(),
         "config": _plain(dataclasses.asdict(cfg)),
     }
-    if inputs == "views":
+    if "target_rays" in shapes:  # scene models: rays and input views per second
         result["target_rays_per_s"] = round(b * shapes["target_rays"][1] / mean, 1)
         result["input_images_per_s"] = round(b * shapes["input_images"][1] / mean, 2)
     if device.type == "cuda":
@@ -273,6 +260,7 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
                 **common, "model": s.model, "setting": f"paper:{s.preset}", "options": {"preset": s.preset},
                 "batch": args.batch or s.batch, "scene": list(s.scene), "unique_scenes": UNIQUE_SCENES,
                 "image": s.image, "views": _views_preset(s.views),
+                "data": {"image_size": s.image["size"]} if s.image else {},
             })
         return _per_thread_count(tasks, args)
     data = params.datasets[params.dataset]
@@ -285,7 +273,8 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
         train = selected.training
         tasks.append({
             **common, "model": name, "setting": "cpu", "precision": train.precision, "lr": train.lr,
-            "grad_clip": train.grad_clip, "options": selected.model_options, "batch": args.batch or train.batch_size,
+            "grad_clip": train.grad_clip, "options": selected.model_options, "data": selected.data_inputs,
+            "batch": args.batch or train.batch_size,
             "scene": scene, "unique_scenes": 0 if not args.tiny else 1,
             "image": dataclasses.asdict(data.image), "views": dict(data.views),
         })

@@ -6,8 +6,6 @@ on this machine; the JSON records the device and settings so runs can be compare
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import resource
 import time
@@ -18,10 +16,12 @@ import torch
 
 from objdisc import pipeline
 from objdisc.config import Params
+from objdisc.io import write_json
 from objdisc.data.loading import TrainSampler, make_loader
-from objdisc.models import build_model, param_count
+from objdisc.models import MODELS, param_count
 from objdisc.train.distributed import pick_device
-from objdisc.train.loop import autocast, to_device
+from objdisc.train.optim import Optimisation
+from objdisc.train.step import to_device, train_step
 
 
 def run_bench(params: Params, out: str | Path, steps: int = 10, batches: int = 20) -> dict[str, Any]:
@@ -37,26 +37,23 @@ def run_bench(params: Params, out: str | Path, steps: int = 10, batches: int = 2
         batch = next(loader)
     loader_rate = batches * cfg.batch_size / (time.perf_counter() - t0)
 
-    # Training step: forward + backward + Adam on one fixed batch (data loading excluded).
+    # Training steps on one fixed batch (data loading excluded): the loop's own step with the
+    # model's own optimisers.
     torch.manual_seed(params.seed)
-    model = build_model(params.model, params.model_options).to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    model = MODELS[params.model].model(pipeline.config(params)).to(device).train()
+    optim = Optimisation(model.optimizers(cfg), cfg, model)
     batch = to_device(batch, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    def step() -> None:
-        with autocast(device, cfg.precision):
-            out = model(batch)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        optimizer.step()
+    def step(i: int) -> None:
+        train_step(model, model, batch, optim, i, precision=cfg.precision, grad_clip=cfg.grad_clip)
 
-    step()  # warm-up
+    step(0)  # warm-up
     _sync(device)
     t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
+    for i in range(steps):
+        step(i + 1)
     _sync(device)
     step_time = (time.perf_counter() - t0) / steps
     result = {
@@ -74,11 +71,7 @@ def run_bench(params: Params, out: str | Path, steps: int = 10, batches: int = 2
     }
     if device.type == "cuda":
         result["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out)
+    write_json(out, result)
     return result
 
 

@@ -33,15 +33,17 @@ def _params(path: Path, overrides: list[str] | None):
 
 @app.command()
 def synth(
+    name: Annotated[str, typer.Argument(help="synth (multi-view 3D scenes) or sprites (2D proving ground)")] = "synth",
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
-    out: Annotated[Optional[Path], typer.Option(help="output folder (default: datasets.synth.raw)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="output folder (default: data/raw/<name>)")] = None,
 ) -> None:
-    """Generate the embedded synthetic multi-view scenes (CLEVR3D layout) from the `synth` params."""
+    """Generate an embedded dataset from its params block: `synth` (CLEVR3D layout) or `sprites`
+    (Multi-dSprites TFRecord layout)."""
     from objdisc import pipeline
 
     with exit_on_error():
-        path = pipeline.synth(_params(params, set_), out)
+        path = pipeline.synth(_params(params, set_), name, out)
         typer.echo(f"wrote {path}")
 
 
@@ -91,7 +93,10 @@ def convert(
                 workers=workers, splits=split, skip_bad=skip_bad,
             )
         counts = ", ".join(f"{s}: {v['scenes']}" for s, v in result.splits.items())
-        typer.echo(f"converted into {result.out} ({counts}); skipped {len(result.skipped)}")
+        if result.up_to_date:
+            typer.echo(f"{result.out} is already converted with these settings ({counts}); nothing to do")
+        else:
+            typer.echo(f"converted into {result.out} ({counts}); skipped {len(result.skipped)}")
 
 
 @app.command()
@@ -119,12 +124,19 @@ def index(
 
 
 @app.command()
-def train(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
-    """Train the params' model on its dataset (resumes from the last checkpoint). Under torchrun: DDP."""
+def train(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    restart: Annotated[bool, typer.Option("--restart", help="move the run's old folder aside and start afresh")] = False,
+) -> None:
+    """Train the params' model on its dataset (resumes from the last checkpoint). Under torchrun: DDP.
+
+    A checkpoint of other settings is never overwritten: training stops and says what differs;
+    --restart (or OBJDISC_RESTART=1 for `dvc exp run`) moves the old run to <run>.replaced-<time>."""
     from objdisc import pipeline
 
     with exit_on_error():
-        path = pipeline.train(_params(params, set_))
+        path = pipeline.train(_params(params, set_), restart=restart)
         typer.echo(f"wrote {path}")
 
 

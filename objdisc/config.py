@@ -126,6 +126,9 @@ class DatasetConfig:
     options: dict[str, Any] = field(default_factory=dict)  # passed to the source
     image: ImageConfig = field(default_factory=ImageConfig)
     views: dict[str, Any] = field(default_factory=dict)  # objdisc.data.views.ViewsConfig fields
+    # Slots a slot model uses on this dataset (objects + background, as the papers chose per
+    # dataset); None leaves the model's own. Models declare it as a data input.
+    num_slots: int | None = None
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
@@ -134,7 +137,8 @@ class DatasetConfig:
 @dataclass
 class TrainConfig:
     steps: int = 1000
-    batch_size: int = 32
+    batch_size: int = 32  # global: divided over DDP processes
+    optimizer: typing.Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"  # models may ask for their own
     lr: float = 4e-4
     warmup_steps: int = 100  # linear warm-up
     decay_steps: int = 1000  # lr × decay_rate ** (step / decay_steps)
@@ -149,6 +153,25 @@ class TrainConfig:
     val_batches: int = 4
     workers: int = 1  # DataLoader workers per process
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        # A bad value here would otherwise surface as a torch error without the key, a division by
+        # zero, or (steps <= 0) an "untrained" model.pt written as if training had happened.
+        positive = ("steps", "batch_size", "checkpoint_every", "log_every", "val_every", "val_batches")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name in ("warmup_steps", "decay_steps", "workers", "weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not self.decay_rate > 0:
+            raise ValueError(f"decay_rate must be > 0, got {self.decay_rate}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:<n>, got {self.device!r}")
 
 
 @dataclass
@@ -184,7 +207,8 @@ class Params:
     train: TrainConfig
     evaluate: EvaluateConfig
     render: RenderConfig
-    synth: dict[str, Any]
+    synth: dict[str, Any]  # objdisc.data.synth.SynthConfig fields (+ workers): data/raw/synth
+    sprites: dict[str, Any]  # objdisc.data.sprites.SpritesConfig fields: data/raw/sprites
     raw: dict[str, Any]  # the whole file, for recording
     # Where this pipeline writes shards, indexes and runs. Each paper suite has its own
     # (data/<suite>), so no two dvc.yaml files declare the same output whatever the dataset.
@@ -196,26 +220,16 @@ class Params:
 
     @property
     def model_options(self) -> dict[str, Any]:
-        """The model block without its ``train`` overrides: the model's config fields.
+        """The model block without its ``train`` overrides: the model's config fields."""
+        return {k: v for k, v in self.models[self.model].items() if k != "train"}
 
-        A model that reads whole images at a fixed size (a ``resolution`` field, Slot Attention)
-        gets the dataset's ``image.size`` as its resolution, so ``dvc exp run -S dataset=<name>``
-        needs no second change; a block that sets another resolution is an error naming both keys.
-        """
-        from objdisc.models import MODELS  # models import this module
-
-        options = {k: v for k, v in self.models[self.model].items() if k != "train"}
-        entry = MODELS.get(self.model)
-        if entry is None or "resolution" not in {f.name for f in dataclasses.fields(entry.config)}:
-            return options
-        size = self.data.image.size
-        given = options.get("resolution")
-        if given is not None and given not in (size, [size, size], (size, size)):
-            raise ConfigError(
-                f"models.{self.model}.resolution is {given} but datasets.{self.dataset}.image.size is {size}: "
-                f"the model sees the images at the dataset's size; remove the resolution or change the image size"
-            )
-        return {**options, "resolution": size}
+    @property
+    def data_inputs(self) -> dict[str, Any]:
+        """What the dataset tells a model's config (fields declared with ``data_input``)."""
+        inputs: dict[str, Any] = {"image_size": self.data.image.size}
+        if self.data.num_slots is not None:
+            inputs["num_slots"] = self.data.num_slots
+        return inputs
 
     @property
     def training(self) -> TrainConfig:
@@ -304,6 +318,7 @@ def parse_params(raw: dict[str, Any], where: str = "params.yaml") -> Params:
         evaluate=build(EvaluateConfig, raw.get("evaluate"), "evaluate"),
         render=build(RenderConfig, raw.get("render"), "render"),
         synth=dict(raw.get("synth") or {}),
+        sprites=dict(raw.get("sprites") or {}),
         raw=raw,
         outputs=outputs,
     )

@@ -7,35 +7,49 @@ whichever way it is started, and neither entry point holds logic of its own.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
+import os
+import warnings
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from objdisc.config import ConfigError, Params, build
-from objdisc.data import convert as converting
-from objdisc.data.loading import SceneDataset
-from objdisc.data.schema import Scene
-from objdisc.data.transforms import image_sample, pick_view
-from objdisc.models import MODELS, Model, build_model, model_config, param_count
-from objdisc.train import checkpoint
-from objdisc.train.distributed import pick_device
+
+# Each step imports what it uses inside its function, so that a DVC stage's code dependencies are
+# what that step runs (tests/test_dvc_pipeline.py traces them), not everything the module touches.
+if TYPE_CHECKING:
+    import torch
+
+    from objdisc.data.convert import ConvertResult
+    from objdisc.data.loading import SceneDataset
+    from objdisc.models import Model
 
 # ----------------------------------------------------------------------------- data
 
-
-def synth(params: Params, out: Path | None = None, progress: bool = True) -> Path:
-    from objdisc.data.synth import SynthConfig, generate
-
-    options = dict(params.synth)
-    workers = int(options.pop("workers", params.storage.workers))
-    cfg = build(SynthConfig, options, "synth")
-    return generate(cfg, Path(out or "data/raw/synth"), workers=workers, progress=progress)
+GENERATED = ("synth", "sprites")  # datasets objdisc draws itself, into data/raw/<name>
 
 
-def convert(params: Params, progress: bool = True) -> converting.ConvertResult:
+def synth(params: Params, name: str = "synth", out: Path | None = None, progress: bool = True) -> Path:
+    """Generate the embedded dataset ``name`` from its params block: ``synth``, multi-view CLEVR-like
+    scenes in the CLEVR3D layout; ``sprites``, 2D sprites in the Multi-dSprites TFRecord layout."""
+    out = Path(out or f"data/raw/{name}")
+    if name == "synth":
+        from objdisc.data.synth import SynthConfig, generate
+
+        options = dict(params.synth)
+        workers = int(options.pop("workers", 1))
+        return generate(build(SynthConfig, options, "synth"), out, workers=workers, progress=progress)
+    if name == "sprites":
+        from objdisc.data.sprites import SpritesConfig
+        from objdisc.data.sprites import generate as generate_sprites
+
+        return generate_sprites(build(SpritesConfig, params.sprites, "sprites"), out, progress=progress)
+    raise ConfigError(f"synth: unknown generated dataset '{name}' (known: {', '.join(GENERATED)})")
+
+
+def convert(params: Params, progress: bool = True) -> ConvertResult:
+    from objdisc.data import convert as converting
+
     data = params.data
     raw = params.raw_dir()
     if not raw.exists():
@@ -57,6 +71,7 @@ def convert(params: Params, progress: bool = True) -> converting.ConvertResult:
 
 
 def index(params: Params, progress: bool = True) -> dict[str, Any]:
+    from objdisc.data import convert as converting
     from objdisc.data.index import build_index
 
     shards = params.shards_dir()
@@ -70,61 +85,46 @@ def index(params: Params, progress: bool = True) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- datasets
 
 
-def image_transform(scene: Scene, generator: torch.Generator | None, *, cfg, train: bool) -> dict[str, Any]:
-    view = pick_view(scene, cfg, generator) if train else 0
-    return image_sample(scene, cfg, view)
-
-
-def views_transform(scene: Scene, generator: torch.Generator | None, *, cfg) -> dict[str, Any]:
-    from objdisc.data.views import make_views_sample
-
-    return make_views_sample(scene, cfg, generator if generator is not None else torch.Generator().manual_seed(0))
-
-
-def make_transform(params: Params, model_cls: type[Model], train: bool):
-    data = params.data
-    if model_cls.inputs == "image":
-        return functools.partial(image_transform, cfg=data.image, train=train)
-    from objdisc.data.views import ViewsConfig
-
-    options = dict(data.views)
-    if not train:
-        # Evaluation: fixed input views, and every pixel of the held-out views as targets.
-        options["num_target_rays"] = 0
-        options["targets"] = "others"
-        options["input_view_ids"] = list(range(options.get("num_input_views", 1)))
-    return functools.partial(views_transform, cfg=build(ViewsConfig, options, f"datasets.{params.dataset}.views"))
-
-
 def dataset(params: Params, split: str, train: bool) -> SceneDataset:
+    """A split of the params' dataset in the layout of the params' model (its family's transform)."""
     from objdisc.data.index import load_index
+    from objdisc.data.loading import SceneDataset
+    from objdisc.models import MODELS
 
     index_data = load_index(params.index_path())
-    model_cls = MODELS[params.model].model
-    fields = index_data.get("schema", {})
-    if model_cls.inputs == "views" and fields and not {"cam2world", "intrinsics"} <= set(fields):
-        raise ConfigError(
-            f"model '{params.model}' renders novel views and needs cameras, but dataset '{params.dataset}' has "
-            f"none (fields: {', '.join(sorted(fields))}); use a multi-view dataset or a 2D model"
-        )
-    return SceneDataset(params.shards_dir(), index_data, split, make_transform(params, model_cls, train))
+    family = MODELS[params.model].model.family
+    try:
+        family.check_dataset(set(index_data.get("schema", {})), params.model, params.dataset)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    transform = family.transform(params.data, train, f"datasets.{params.dataset}")
+    return SceneDataset(params.shards_dir(), index_data, split, transform)
 
 
 # ----------------------------------------------------------------------------- training
 
 
+def config(params: Params) -> Any:
+    """The params' model config: its block, with what the dataset tells it (the image size)."""
+    from objdisc.models import model_config
+
+    return model_config(params.model, params.model_options, params.data_inputs)
+
+
 def model_info(params: Params) -> dict[str, Any]:
-    cfg = model_config(params.model, params.model_options)
+    cfg = config(params)
     return {"model": params.model, "config": _plain(dataclasses.asdict(cfg)), "dataset": params.dataset}
 
 
-def train(params: Params, progress: bool = True, stop_after: int | None = None) -> Path:
+def train(params: Params, progress: bool = True, stop_after: int | None = None, restart: bool = False) -> Path:
+    import torch
+
+    from objdisc.data.index import load_index
+    from objdisc.models import MODELS
     from objdisc.train.loop import train as train_loop
 
     torch.manual_seed(params.seed)  # the initial weights follow from the seed
-    model = build_model(params.model, params.model_options)
-    from objdisc.data.index import load_index
-
+    model = MODELS[params.model].model(config(params))
     train_set = dataset(params, params.data.train_split, train=True)
     index_data = load_index(params.index_path())
     val_set = None
@@ -140,44 +140,57 @@ def train(params: Params, progress: bool = True, stop_after: int | None = None) 
         model_info=model_info(params),
         progress=progress,
         stop_after=stop_after,
+        restart=restart or os.environ.get("OBJDISC_RESTART", "") not in ("", "0"),
     )
 
 
-def load_trained(path: Path, device: torch.device | str = "cpu") -> Model:
-    """The model saved by training (EMA weights), rebuilt from the config stored beside them."""
+def load_trained(path: Path, device: torch.device | str = "cpu") -> tuple[Model, int]:
+    """The model saved by training (EMA weights), rebuilt from the config stored beside them, and
+    the number of steps it was trained for (annealed values are taken at that step)."""
+    from objdisc.models import build_model
+    from objdisc.train import checkpoint
+
     if not path.exists():
         raise ConfigError(f"{path}: no trained model; run the train stage first")
     state = checkpoint.load(path, device)
     model = build_model(state["model"], state["config"])
     model.load_state_dict(state["state_dict"])
-    return model.to(device).eval()
+    step, steps = int(state.get("step", 0)), int(state.get("steps", 0))
+    if step < steps:
+        warnings.warn(f"{path} is from step {step} of {steps}: the run is unfinished (train again to resume it)")
+    return model.to(device).eval(), step
 
 
 def evaluate(params: Params, progress: bool = True) -> dict[str, float]:
     from objdisc.evaluate import evaluate as run_evaluation
+    from objdisc.train.distributed import pick_device
 
     device = pick_device(params.training.device)
-    model = load_trained(params.run_dir() / "model.pt", device)
+    model, step = load_trained(params.run_dir() / "model.pt", device)
     test_set = dataset(params, params.evaluate.split, train=False)
-    return run_evaluation(model, test_set, params.evaluate, params.run_dir() / "eval", device, progress)
+    return run_evaluation(model, test_set, params.evaluate, params.run_dir() / "eval", device, progress, step=step)
 
 
 def render(params: Params, progress: bool = True) -> list[Path]:
     from objdisc.render.scenes import render_scenes
+    from objdisc.train.distributed import pick_device
 
     device = pick_device(params.training.device)
-    model = load_trained(params.run_dir() / "model.pt", device)
+    model, step = load_trained(params.run_dir() / "model.pt", device)
     test_set = dataset(params, params.evaluate.split, train=False)
-    return render_scenes(model, test_set, params.render, params.run_dir() / "renders", device, progress)
+    return render_scenes(model, test_set, params.data, params.render, params.run_dir() / "renders", device, progress, step=step)
 
 
 def describe_models() -> list[dict[str, Any]]:
-    """Every model with its parameter count at each paper preset (``objdisc models``)."""
+    """Every model with its parameter count at each preset (``objdisc models``); ``cpu*`` presets
+    are the CPU-sized settings of params.yaml, the others the papers'."""
+    import torch
+
+    from objdisc.models import MODELS, param_count
+
     rows = []
     for name, entry in MODELS.items():
         for preset, cfg in entry.presets.items():
-            if preset.startswith("cpu") or preset.endswith("-cpu"):
-                continue
             with torch.device("meta"):  # count parameters without allocating them
                 model = entry.model(cfg)
             rows.append({"model": name, "preset": preset, "parameters": param_count(model), "paper": entry.paper})

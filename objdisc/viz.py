@@ -10,13 +10,14 @@ from __future__ import annotations
 import colorsys
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from objdisc.io import atomic_write
 
 # Grid colours: white background, dark text (readable on paper and on screen).
 _BACKGROUND = 255
@@ -91,6 +92,26 @@ def overlay(image: Any, ids: Any, alpha: float = 0.5, n: int | None = None) -> n
     colours = colorize_ids(ids, n).astype(np.float64)
     tint = (ids > 0)[..., None] * alpha
     return np.round((1.0 - tint) * img + tint * colours).astype(np.uint8)
+
+
+def draw_boxes(image: Any, boxes: Any, shown: Any | None = None, n: int | None = None) -> np.ndarray:
+    """The image with box k outlined in palette colour k + 1 (the slot's segmentation colour).
+
+    ``boxes`` [K,4] are (x0, y0, x1, y1) in pixels; ``shown`` [K] bool picks the boxes to draw
+    (glimpse models: the present cells). Boxes are clipped to the image."""
+    img = Image.fromarray(to_image(image))
+    boxes = as_numpy(boxes).astype(np.float64).reshape(-1, 4)
+    keep = np.ones(len(boxes), bool) if shown is None else as_numpy(shown).astype(bool).reshape(-1)
+    colours = palette(max(n or 0, len(boxes)) + 1)
+    draw = ImageDraw.Draw(img)
+    w, h = img.size
+    for k, (x0, y0, x1, y1) in enumerate(boxes):
+        if not keep[k]:
+            continue
+        x0, x1 = sorted((min(max(x0, 0), w - 1), min(max(x1, 0), w - 1)))
+        y0, y1 = sorted((min(max(y0, 0), h - 1), min(max(y1, 0), h - 1)))
+        draw.rectangle([round(x0), round(y0), round(x1), round(y1)], outline=tuple(int(c) for c in colours[k + 1]))
+    return np.asarray(img)
 
 
 def image_grid(
@@ -201,16 +222,9 @@ def save_png(path: str | os.PathLike, array: Any) -> Path:
     """Write an image (anything ``to_image`` accepts) as PNG: temp file in the same folder, then
     rename, so a reader never sees half a picture."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     picture = Image.fromarray(to_image(array))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            picture.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        picture.save(f, format="PNG")
     return path
 
 

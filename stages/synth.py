@@ -1,4 +1,5 @@
-"""DVC stage `synth`: Generate the embedded synthetic scenes (params: synth) into datasets.synth.raw."""
+"""DVC stage `generate@<name>`: draw the embedded dataset <name> (synth: multi-view scenes; sprites:
+2D sprites) from its params block into data/raw/<name>."""
 
 import sys
 
@@ -8,4 +9,5 @@ from objdisc.errors import exit_on_error
 
 if __name__ == "__main__":
     with exit_on_error():
-        pipeline.synth(load_params(sys.argv[1] if len(sys.argv) > 1 else "params.yaml"))
+        name = sys.argv[1] if len(sys.argv) > 1 else "synth"
+        pipeline.synth(load_params(sys.argv[2] if len(sys.argv) > 2 else "params.yaml"), name)

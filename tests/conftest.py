@@ -58,10 +58,12 @@ def tiny_params(tmp_path, **overrides):
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["synth"].update(scenes=24, height=24, width=32, workers=1)
+    raw["sprites"].update(scenes=40)
     raw["datasets"]["synth"]["options"]["splits"] = TINY_SPLITS
     raw["datasets"]["synth"]["image"]["size"] = 16
     raw["storage"].update(shard_scenes=6, workers=1)
-    raw["models"]["slot_attention"].update(hidden=8, slot_dim=8, mlp_hidden=16, num_slots=4, decoder_init=4)
+    raw["models"]["slot_attention"].update(hidden=8, slot_dim=8, mlp_hidden=16, decoder_init=4)
+    raw["datasets"]["synth"]["num_slots"] = 4
     for block in raw["models"].values():
         block.pop("train", None)  # per-model train overrides would override the tiny train block
     raw["train"].update(steps=6, batch_size=4, checkpoint_every=2, log_every=2, val_every=3, val_batches=1, workers=0, warmup_steps=2)

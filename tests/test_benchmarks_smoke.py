@@ -88,3 +88,19 @@ def test_streaming_tiny_writes_json(tmp_path):
         assert run["convert"]["scenes"] == run["scenes"] and run["convert"]["workers"] == 2
         assert run["convert"]["shards"] == run["scenes"] // 4
         assert run["convert"]["peak_tree_rss_mib"] > 0 and run["convert"]["count_s"] >= 0
+
+
+def test_gpu_check_runs_on_cpu_at_tiny_size(tmp_path):
+    """The GPU check script (run for real on a CUDA machine) works end to end: every model, its
+    counted FLOPs, the attention kernels it launched, and a one-process DDP step (gloo here)."""
+    out = tmp_path / "gpu.json"
+    run_script("gpu.py", "--device", "cpu", "--out", str(out))
+    report = json.loads(out.read_text())
+    assert [r["model"] for r in report["models"]] == list(MODELS)
+    for record in report["models"]:
+        assert "error" not in record, record
+        assert record["flops_per_step"] > 0 and record["step_s"] > 0 and record["images_per_s"] > 0
+        assert set(record["attention"]) >= {"sdpa_called", "fast_kernel"}
+    by_model = {r["model"]: r for r in report["models"]}
+    assert by_model["srt"]["attention"]["sdpa_called"] and by_model["srt"]["attention"]["fast_kernel"]
+    assert report["ddp"]["ok"] and report["ddp"]["world_size"] == 1

@@ -4,7 +4,6 @@ import pytest
 import yaml
 
 from objdisc.config import ConfigError, TrainConfig, build, load_params, parse_params
-from objdisc.models import model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,19 +87,22 @@ def test_outputs_place_shards_index_and_runs():
 
 
 def test_image_model_resolution_follows_the_dataset():
+    """Slot Attention declares its resolution a data input: the dataset's image size fills it."""
+    from objdisc.pipeline import config
+
     raw = raw_params()
     assert "resolution" not in raw["models"]["slot_attention"]
     for dataset in ("synth", "clevrtex", "tetrominoes"):
         params = parse_params({**raw, "dataset": dataset})
         size = params.data.image.size
-        assert params.model_options["resolution"] == size
-        assert model_config("slot_attention", params.model_options).hw == (size, size)
+        assert params.data_inputs["image_size"] == size
+        assert config(params).hw == (size, size)
     params = parse_params({**raw, "dataset": "synth", "model": "osrt"})
-    assert "resolution" not in params.model_options  # 3D models take any view size
+    assert not hasattr(config(params), "resolution")  # 3D models take any view size
     raw["models"]["slot_attention"]["resolution"] = 64
-    with pytest.raises(ConfigError, match=r"models.slot_attention.resolution is 64 but datasets.synth.image.size is 32"):
-        parse_params({**raw, "dataset": "synth"}).model_options
-    assert parse_params({**raw, "dataset": "multi-dsprites"}).model_options["resolution"] == 64
+    with pytest.raises(ConfigError, match=r"models.slot_attention.resolution is 64 but the data's image_size is 32"):
+        config(parse_params({**raw, "dataset": "synth"}))
+    assert config(parse_params({**raw, "dataset": "multi-dsprites"})).resolution == 64
 
 
 def test_model_train_overrides_apply_to_that_model_only():

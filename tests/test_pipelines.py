@@ -4,6 +4,7 @@ parameter present, no two pipelines declare the same output, and DVC loads them 
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from objdisc.data.sources import SOURCES
 from objdisc.data.views import PRESETS as VIEW_PRESETS
 from objdisc.data.views import ViewsConfig
 from objdisc.models import MODELS, model_config
+from objdisc.models.family import VIEWS
 from objdisc.train.schedule import lr_factor
 
 from .conftest import ROOT
@@ -25,6 +27,7 @@ PIPELINES = ROOT / "pipelines"
 SUITES = [
     "slot-attention-clevr6",
     "clevrtex-benchmark",
+    "clevr-benchmark",
     "srt-nmr",
     "srt-msn",
     "osrt-msn-hard",
@@ -34,6 +37,7 @@ SUITES = [
 EXPECTED = {
     "slot-attention-clevr6": ("slot_attention", "clevr6", "clevr-with-masks", None),
     "clevrtex-benchmark": ("slot_attention", "benchmark", "clevrtex", None),
+    "clevr-benchmark": ("slot_attention", "benchmark", "clevr-with-masks", None),
     "srt-nmr": ("srt", "nmr", "nmr", "nmr"),
     "srt-msn": ("srt", "msn", "msn", "msn"),
     "osrt-msn-hard": ("osrt", "msn-hard", "msn-hard", "msn-hard"),
@@ -43,6 +47,7 @@ EXPECTED = {
 SCHEDULES = {
     "slot-attention-clevr6": dict(steps=500_000, batch_size=64, lr=4e-4, warmup_steps=10_000, decay_steps=100_000, decay_rate=0.5, grad_clip=0.0),
     "clevrtex-benchmark": dict(steps=500_000, batch_size=32, lr=4e-4, warmup_steps=10_000, decay_steps=100_000, decay_rate=0.5, grad_clip=0.0),
+    "clevr-benchmark": dict(steps=500_000, batch_size=32, lr=4e-4, warmup_steps=10_000, decay_steps=100_000, decay_rate=0.5, grad_clip=0.0),
     "srt-nmr": dict(steps=3_000_000, batch_size=256, lr=1e-4, warmup_steps=2500, decay_steps=4_000_000, decay_rate=0.16, grad_clip=0.0),
     "srt-msn": dict(steps=4_000_000, batch_size=256, lr=1e-4, warmup_steps=2500, decay_steps=4_000_000, decay_rate=0.16, grad_clip=0.0),
     "osrt-msn-hard": dict(steps=750_000, batch_size=256, lr=1e-4, warmup_steps=10_000, decay_steps=4_000_000, decay_rate=0.16, grad_clip=0.0),
@@ -51,9 +56,20 @@ SCHEDULES = {
 ROOT_STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
+def make():
+    """pipelines/make.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make", PIPELINES / "make.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def suite_files(suite: str) -> tuple[dict, dict]:
+    """The suite's dvc.yaml as pipelines/make.py makes it, and its params."""
     return (
-        yaml.safe_load((PIPELINES / suite / "dvc.yaml").read_text()),
+        yaml.safe_load(make().render(suite)),
         yaml.safe_load((PIPELINES / suite / "params.yaml").read_text()),
     )
 
@@ -77,13 +93,26 @@ def lookup(tree: dict, dotted: str):
     return node
 
 
+def expand(stages: dict) -> dict:
+    """DVC's ``foreach`` stages as one stage per item (``generate@synth``, ...)."""
+    out = {}
+    for name, stage in stages.items():
+        if "foreach" not in stage:
+            out[name] = stage
+            continue
+        for item in stage["foreach"]:
+            text = yaml.safe_dump(stage["do"]).replace("${item}", item)
+            out[f"{name}@{item}"] = yaml.safe_load(text)
+    return out
+
+
 def out_paths(stages: dict) -> list[str]:
     return [next(iter(o)) if isinstance(o, dict) else o for stage in stages.values() for o in stage.get("outs", [])]
 
 
 def test_every_suite_is_listed():
-    found = sorted(p.parent.name for p in PIPELINES.glob("*/dvc.yaml"))
-    assert found == sorted(SUITES)
+    found = sorted(p.parent.name for p in PIPELINES.glob("*/params.yaml"))
+    assert found == sorted(SUITES) == make().suites()
     for suite in SUITES:
         assert (PIPELINES / suite / "params.yaml").is_file() and (PIPELINES / suite / "README.md").is_file()
 
@@ -94,31 +123,34 @@ def test_params_parse_at_the_paper_preset(suite):
     model, preset, dataset, _ = EXPECTED[suite]
     assert (params.model, params.dataset) == (model, dataset)
     assert params.data.source == dataset and dataset in SOURCES  # dataset keys are source names
-    given = {k: v for k, v in params.model_options.items() if k != "resolution"}  # the data's size, for SA
-    assert given == {"preset": preset}
+    assert params.model_options == {"preset": preset}
     assert preset in MODELS[model].presets
-    cfg = model_config(model, params.model_options)
+    cfg = model_config(model, params.model_options, params.data_inputs)
     assert cfg == MODELS[model].presets[preset]
-    assert set(params.datasets) == {dataset} and set(params.models) == {model}
+    assert set(params.datasets) == {dataset} and model in params.models
+    # The benchmark suites hold every model's benchmark preset (the row is chosen with -S model=...).
+    for other, block in params.models.items():
+        assert block.get("preset") in MODELS[other].presets, (other, block)
 
 
 @pytest.mark.parametrize("suite", SUITES)
 def test_views_and_crops_follow_the_reference_loaders(suite):
     params = load_params(PIPELINES / suite / "params.yaml")
     model, _, _, views_preset = EXPECTED[suite]
-    if MODELS[model].model.inputs == "views":
+    if MODELS[model].model.family is VIEWS:
         assert views_preset is not None and not params.raw["datasets"][params.dataset].get("image")
         assert build(ViewsConfig, params.data.views, "views") == VIEW_PRESETS[views_preset]
     else:
         assert views_preset is None and not params.data.views
-        cfg = model_config(model, params.model_options)
+        cfg = model_config(model, params.model_options, params.data_inputs)
         assert params.data.image.size == cfg.resolution == 128
         if suite == "slot-attention-clevr6":  # the SA / IODINE off-centre crop, CLEVR6 split
             assert params.data.image.crop == [29, 221, 64, 256] and params.data.image.center_crop is None
             assert params.data.options == {"split_convention": "slot_attention", "max_objects": 6}
         else:  # the ClevrTex benchmark's centre crop, 11 slots
             assert params.data.image.center_crop == 0.8 and params.data.image.crop is None
-            assert params.data.options == {"variant": "full"} and cfg.num_slots == 11
+            expected = {"split_convention": "clevrtex"} if suite == "clevr-benchmark" else {"variant": "full"}
+            assert params.data.options == expected and cfg.num_slots == 11
 
 
 @pytest.mark.parametrize("suite", SUITES)
@@ -163,11 +195,30 @@ def test_ema_decay_zero_means_the_weights_themselves():
         assert torch.equal(layer.weight, current)
 
 
+def test_suites_are_made_on_demand(tmp_path):
+    """No suite's dvc.yaml is committed (never-run suites would break a bare `dvc pull`); make.py
+    writes one on request, and --check flags a made one that the root pipeline has moved past."""
+    tracked = subprocess.run(["git", "ls-files", "pipelines"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    assert not [f for f in tracked if f.endswith("dvc.yaml")]
+    copy = tmp_path / "repo"
+    (copy / "pipelines" / "srt-nmr").mkdir(parents=True)
+    shutil.copy(ROOT / "dvc.yaml", copy / "dvc.yaml")
+    shutil.copy(PIPELINES / "make.py", copy / "pipelines" / "make.py")
+    shutil.copy(PIPELINES / "srt-nmr" / "params.yaml", copy / "pipelines" / "srt-nmr" / "params.yaml")
+    run = lambda *a: subprocess.run([sys.executable, str(copy / "pipelines" / "make.py"), *a], capture_output=True, text=True)  # noqa: E731
+    assert run("srt-nmr").returncode == 0 and (copy / "pipelines/srt-nmr/dvc.yaml").exists()
+    assert run("--check").returncode == 0
+    root = (copy / "dvc.yaml").read_text()
+    (copy / "dvc.yaml").write_text(root.replace("      - objdisc/train\n", "      - objdisc/train\n      - objdisc/new.py\n", 1))
+    assert run("--check").returncode == 1
+    assert run("nope").returncode == 2
+
+
 @pytest.mark.parametrize("suite", SUITES)
 def test_dvc_yaml_mirrors_the_root_pipeline(suite):
     stages, params = suite_files(suite)
     params_file = f"pipelines/{suite}/params.yaml"
-    assert list(stages["stages"]) == [name for name in ROOT_STAGES if name != "synth"]
+    assert list(stages["stages"]) == [name for name in ROOT_STAGES if name != "generate"]
     for name, stage in stages["stages"].items():
         root = ROOT_STAGES[name]
         assert stage["wdir"] == "../.."
@@ -186,16 +237,14 @@ def test_dvc_yaml_mirrors_the_root_pipeline(suite):
 
 @pytest.mark.parametrize("suite", SUITES)
 def test_stages_declare_what_they_read(suite):
-    """train/evaluate/render read the model's input block (views for 3D, image for 2D) and the
-    split names; a change to any of them must re-run the stage."""
+    """train/evaluate/render read the dataset's whole block (image or views, splits, num_slots);
+    a change to any of it must re-run them."""
     stages, params = suite_files(suite)
-    inputs = "views" if MODELS[params["model"]].model.inputs == "views" else "image"
     declared = {name: set(next(iter(s["params"][0].values()))) for name, s in stages["stages"].items()}
     assert {"dataset", "datasets.${dataset}.source", "datasets.${dataset}.options", "storage"} <= declared["convert"]
-    assert {"seed", "model", "models.${model}", "train", f"datasets.${{dataset}}.{inputs}",
-            "datasets.${dataset}.train_split", "datasets.${dataset}.val_split"} <= declared["train"]
+    assert {"seed", "model", "models.${model}", "train", "datasets.${dataset}"} <= declared["train"]
     for name in ("evaluate", "render"):
-        assert {"dataset", "model", f"datasets.${{dataset}}.{inputs}", "evaluate" if name == "evaluate" else "evaluate.split",
+        assert {"dataset", "model", "datasets.${dataset}", "evaluate" if name == "evaluate" else "evaluate.split",
                 "train.device"} <= declared[name]
     assert "render" in declared["render"]
 
@@ -217,7 +266,7 @@ def test_no_two_pipelines_declare_the_same_output():
             suites[out] = suite
     for dataset in root_params["datasets"]:
         for model in root_params["models"]:
-            for out in out_paths(resolve(ROOT_STAGES, {**root_params, "dataset": dataset, "model": model})):
+            for out in out_paths(resolve(expand(ROOT_STAGES), {**root_params, "dataset": dataset, "model": model})):
                 for other, owner in suites.items():
                     assert not (out == other or out.startswith(other + "/") or other.startswith(out + "/")), (
                         f"dvc.yaml at dataset={dataset} model={model}: {out} overlaps {other} of {owner}"
@@ -236,14 +285,22 @@ def test_readme_names_layout_command_and_number(suite):
 
 
 @pytest.mark.slow
-def test_dvc_loads_every_pipeline():
-    """`dvc stage list --all --fail` parses and interpolates every dvc.yaml; `dvc dag` builds the
-    repository's graph, which fails on an output declared twice across dvc.yaml files."""
+def test_dvc_loads_every_pipeline(tmp_path):
+    """With every suite made, `dvc stage list --all --fail` parses and interpolates every dvc.yaml;
+    `dvc dag` builds the repository's graph, which fails on an output declared twice."""
     env = {**os.environ, "DVC_NO_ANALYTICS": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    repo = tmp_path / "repo"
+    for name in files:
+        if (ROOT / name).is_file() and not name.startswith(("tests/", "benchmarks/")):
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([sys.executable, "pipelines/make.py", *SUITES], cwd=repo, check=True, capture_output=True)
 
     def dvc(*args: str) -> str:
-        result = subprocess.run(["dvc", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(["dvc", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, f"dvc {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
         return result.stdout
 

@@ -1,4 +1,8 @@
-"""Model registry: name → (config dataclass, model class). ``objdisc models`` lists them."""
+"""Model registry: name → (config dataclass, model class, paper, presets). ``objdisc models`` lists them.
+
+Adding a model: its module ``objdisc/models/<name>.py`` (config dataclass + ``Model`` subclass),
+one ``Entry`` below, one ``models.<name>`` block in ``params.yaml`` (its ``cpu`` preset), its test.
+"""
 
 from __future__ import annotations
 
@@ -37,12 +41,31 @@ MODELS: dict[str, Entry] = {
 }
 
 
-def model_config(name: str, options: dict[str, Any] | None = None) -> Any:
-    """The config of model ``name``: its paper defaults (or ``preset``), overridden by ``options``."""
+def data_inputs(config: type) -> dict[str, str]:
+    """Field name → data key of the fields a config declares with ``data_input``."""
+    return {f.name: f.metadata["data_input"] for f in dataclasses.fields(config) if "data_input" in f.metadata}
+
+
+def model_config(name: str, options: dict[str, Any] | None = None, data: dict[str, Any] | None = None) -> Any:
+    """The config of model ``name``: its paper defaults (or ``preset``), overridden by ``options``,
+    with the fields the config declares as data inputs taken from ``data`` (e.g. ``image_size``).
+
+    A block that sets a data-input field to something else than the data gives is an error naming
+    both, so ``dvc exp run -S dataset=<name>`` needs no second change and never half-applies."""
     if name not in MODELS:
         raise ConfigError(f"model: unknown model '{name}' (known: {', '.join(MODELS)})")
     entry = MODELS[name]
     options = dict(options or {})
+    for field_name, key in data_inputs(entry.config).items():
+        if data is None or key not in data:
+            continue
+        value, given = data[key], options.get(field_name)
+        if given is not None and given not in (value, [value, value], (value, value)):
+            raise ConfigError(
+                f"models.{name}.{field_name} is {given} but the data's {key} is {value}: the model takes it from the "
+                f"dataset (datasets.<name>.image.size); remove models.{name}.{field_name} or change the dataset's size"
+            )
+        options[field_name] = value
     preset = options.pop("preset", None)
     if preset is not None:
         if preset not in entry.presets:
@@ -52,13 +75,12 @@ def model_config(name: str, options: dict[str, Any] | None = None) -> Any:
     return build(entry.config, options, f"models.{name}")
 
 
-def build_model(name: str, options: dict[str, Any] | None = None) -> Model:
-    cfg = model_config(name, options)
-    return MODELS[name].model(cfg)
+def build_model(name: str, options: dict[str, Any] | None = None, data: dict[str, Any] | None = None) -> Model:
+    return MODELS[name].model(model_config(name, options, data))
 
 
 def param_count(model: Model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["MODELS", "Model", "ModelOutput", "SceneModel", "build_model", "model_config", "param_count"]
+__all__ = ["MODELS", "Model", "ModelOutput", "SceneModel", "build_model", "data_inputs", "model_config", "param_count"]

@@ -1,40 +1,69 @@
-"""The model protocol (design.md section 5): what the loop, metrics, pictures and renders rely on.
+"""The model protocol (design.md section 5): everything the loop, evaluation, pictures and renders
+know about a model.
 
-Every model is an ``nn.Module`` built from a config dataclass whose defaults are its paper's
-settings. ``forward(batch)`` returns a ``ModelOutput``. Models declare which batch layout they
-take through ``inputs``:
+A model is an ``nn.Module`` built from a config dataclass whose defaults are its paper's settings.
+It declares its ``family`` (``IMAGE``: one view in, an image out; ``VIEWS``: input views in, any
+rays out), and the family owns what differs between the two: the data transform, the evaluation
+forward, the metrics, the default pictures and the render frames (``objdisc.models.family``).
 
-* ``"image"`` (2D): ``batch["image"]`` float [B,3,H,W] in [0,1]; ``batch["mask"]`` long [B,H,W]
-  instance ids (evaluation only).
-* ``"views"`` (3D): the layout built by ``objdisc.data.views.make_views_sample`` (input views,
-  cameras, sampled target rays).
+What a model may define, each with a default that suits Slot Attention:
+
+* ``forward(batch, step)`` → ``ModelOutput``. ``step`` is the 0-based training step (at
+  evaluation: the number of steps the model was trained for), so annealed hyper-parameters are a
+  pure function of it (``objdisc.train.schedule.at``), never a counter hidden in the module.
+* ``optimizers(train)`` → the optimisers and parameter groups it trains with
+  (``objdisc.train.optim``): default one ``train.optimizer`` over all trainable parameters.
+* ``after_step(step, out)`` → state updated outside the gradient after each update (the GECO
+  multiplier, re-assignment of unused sprites). Keep such state in buffers: buffers are in
+  ``state_dict``, hence in every checkpoint, so a resumed run continues bit-exactly.
+* ``picture(batch, out, limit)`` → the grid a researcher recognises from the paper; default the
+  family's (input, reconstruction, predicted and true segmentation, each slot).
+
+Config fields that come from the data, not from the model's block, are declared with
+``data_input`` (Slot Attention's ``resolution`` is the dataset's image size); the registry fills
+them in (``objdisc.models.model_config``).
 """
 
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
-from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from dataclasses import field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor, nn
 
+from objdisc.models.family import IMAGE, VIEWS, Family
+from objdisc.models.output import ModelOutput
+from objdisc.train.optim import OptimizerSpec, ParamGroup
 
-@dataclass
-class ModelOutput:
-    loss: Tensor  # scalar that the loop minimises
-    losses: dict[str, Tensor] = field(default_factory=dict)  # named parts, for logging
-    recon: Tensor | None = None  # 2D: [B,3,H,W] in [0,1]; 3D: [B,P,3] colours of the target rays
-    masks: Tensor | None = None  # 2D: soft [B,K,H,W] summing to 1 over K; 3D: [B,P,K] slot weights
-    slots: Tensor | None = None  # [B,K,D] (None for models without slots, e.g. SRT)
+if TYPE_CHECKING:
+    import numpy as np
+
+    from objdisc.config import TrainConfig
+
+
+def data_input(key: str, default: Any) -> Any:
+    """A config field filled from the data (``key``: ``image_size``) rather than the model's block."""
+    return field(default=default, metadata={"data_input": key})
 
 
 class Model(nn.Module, metaclass=ABCMeta):
-    """Base class: subclasses set ``inputs`` and implement ``forward``."""
+    """Base class of every model; subclasses implement ``forward`` and may override the hooks."""
 
-    inputs: ClassVar[Literal["image", "views"]] = "image"
+    family: ClassVar[Family] = IMAGE
 
     @abstractmethod
-    def forward(self, batch: dict[str, Tensor]) -> ModelOutput: ...
+    def forward(self, batch: dict[str, Tensor], step: int = 0) -> ModelOutput: ...
+
+    def optimizers(self, train: TrainConfig) -> list[OptimizerSpec]:
+        """Default: one optimiser (``train.optimizer``) over every trainable parameter."""
+        return [OptimizerSpec([ParamGroup([p for p in self.parameters() if p.requires_grad])])]
+
+    def after_step(self, step: int, out: ModelOutput) -> None:
+        """Called after the update of ``step`` without gradients; state lives in buffers."""
+
+    def picture(self, batch: dict[str, Tensor], out: ModelOutput, limit: int = 8) -> np.ndarray:
+        return self.family.picture(self, batch, out, limit)
 
 
 class SceneModel(Model):
@@ -66,10 +95,14 @@ class SceneModel(Model):
     chunks of rays, so ``decode`` must treat rays independently.
     """
 
-    inputs: ClassVar[Literal["image", "views"]] = "views"
+    family: ClassVar[Family] = VIEWS
+    max_input_views: ClassVar[int | None] = None  # how many input views the encoder takes (None: any)
 
     @abstractmethod
     def encode(self, batch: dict[str, Tensor]) -> Tensor | dict[str, Tensor]: ...
 
     @abstractmethod
     def decode(self, latent, origins: Tensor, dirs: Tensor) -> dict[str, Tensor]: ...
+
+
+__all__ = ["Model", "ModelOutput", "SceneModel", "data_input"]

@@ -21,8 +21,8 @@ Training (``loss="depth"``) needs no volume rendering: with the true depth d of 
   so that E[w·σ] estimates ∫₀ᵈ σ, the optical depth in front of the surface;
 * overlap = Σₛ σₛ − maxₛ σₛ at the surface points, weighted by l1 · ramp (0 at step 20k → 1 at 40k);
 
-loss = −(value_ll + depth_ll − overlap), averaged over rays and scenes. The ramp counts training
-forward passes in the ``step`` buffer (saved with the weights). ``loss="nerf"`` / ``"depthnerf"``
+loss = −(value_ll + depth_ll − overlap), averaged over rays and scenes. The ramp follows the
+training step the loop hands to ``forward``. ``loss="nerf"`` / ``"depthnerf"``
 train by volume rendering instead (48 stratified + 48 importance samples in [3, 30], compositing
 over white, MSE of the fine and coarse images, plus ``depthloss_factor``·depth MSE for depthnerf),
 usually with a separate fine decoder.
@@ -43,14 +43,14 @@ reference's fixed projection, and it stays right for any other camera.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from objdisc.geometry import clip_far, positional_encoding
-from objdisc.models.base import ModelOutput, SceneModel
+from objdisc.models.base import ModelOutput, SceneModel, data_input
 from objdisc.models.blocks.nerf import (
     alpha_composite,
     importance_depths,
@@ -61,6 +61,7 @@ from objdisc.models.blocks.nerf import (
 )
 from objdisc.models.blocks.resnet import ResNet
 from objdisc.models.blocks.slot_attention import SlotAttention
+from objdisc.train.schedule import Anneal
 
 
 @dataclass
@@ -72,7 +73,7 @@ class ObSuRFConfig:
     h_dim: int = 128  # ResNet width
     resnet_blocks: tuple[int, ...] = (2, 2, 2, 2)
     downsample: int = 2  # stride-2 steps of the ResNet (240×320 → 60×80)
-    num_slots: int = 7
+    num_slots: int = data_input("num_slots", 7)  # the dataset's num_slots when it sets one
     slot_iters: int = 5
     slot_self_attention: bool = True
     slot_heads: int = 4
@@ -260,6 +261,8 @@ class ObSuRF(SceneModel):
     """ObSuRF: ``encode`` → slots + pixel encoding; ``decode`` → rendered ``rgb``, ``depth``,
     ``masks``, ``alpha`` of any rays."""
 
+    max_input_views: ClassVar[int | None] = 1  # one input view, as the paper's 3D encoder
+
     def __init__(self, cfg: ObSuRFConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg = cfg if cfg is not None else ObSuRFConfig()
@@ -269,7 +272,6 @@ class ObSuRF(SceneModel):
         make = lambda: AINDecoder(cfg.c_dim, cfg.decoder_hidden, cfg.decoder_layers, in_dim, pixel_dim)  # noqa: E731
         self.decoder = make()
         self.fine_decoder = make() if cfg.fine_decoder else None
-        self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
     @classmethod
     def from_preset(cls, name: str) -> ObSuRF:
@@ -413,23 +415,19 @@ class ObSuRF(SceneModel):
     # ----------------------------------------------------------------------------------------
     # Training
 
-    def overlap_weight(self) -> float:
+    def overlap_weight(self, step: int) -> float:
         """l1 · ramp(step): 0 before overlap_ramp[0], linear to 1 at overlap_ramp[1]."""
         start, end = self.cfg.overlap_ramp
-        ramp = 1.0 if end <= start else min(max((int(self.step) - start) / (end - start), 0.0), 1.0)
+        ramp = Anneal.linear(0.0, 1.0, start, end)(step) if end > start else 1.0
         return self.cfg.overlap_l1 * ramp
 
-    def forward(self, batch: dict[str, Tensor]) -> ModelOutput:
+    def forward(self, batch: dict[str, Tensor], step: int = 0) -> ModelOutput:
         latent = self.encode(batch)
         if self.cfg.loss == "depth":
-            out = self._depth_loss(latent, batch)
-        else:
-            out = self._nerf_loss(latent, batch)
-        if self.training:
-            self.step += 1
-        return out
+            return self._depth_loss(latent, batch, step)
+        return self._nerf_loss(latent, batch)
 
-    def _depth_loss(self, latent: dict[str, Tensor], batch: dict[str, Tensor]) -> ModelOutput:
+    def _depth_loss(self, latent: dict[str, Tensor], batch: dict[str, Tensor], step: int) -> ModelOutput:
         cfg = self.cfg
         if "target_depths" not in batch:
             raise ValueError("ObSuRF's depth loss needs batch['target_depths'] (scenes with a depth field)")
@@ -457,7 +455,7 @@ class ObSuRF(SceneModel):
         depth_ll = (torch.log(surface["density"]) - weight * empty["density"]).mean(dim=1)
         slot_density = surface["slot_density"]
         overlap = (slot_density.sum(dim=1) - slot_density.max(dim=1).values).mean(dim=1)
-        ll = value_ll + cfg.depth_ll * depth_ll - self.overlap_weight() * overlap
+        ll = value_ll + cfg.depth_ll * depth_ll - self.overlap_weight(step) * overlap
         loss = -ll.mean()
         masks = (slot_density / surface["density"][:, None]).permute(0, 2, 1)
         losses = {

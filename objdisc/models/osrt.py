@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from objdisc.models.base import ModelOutput, SceneModel
+from objdisc.models.base import ModelOutput, SceneModel, data_input
 from objdisc.models.blocks.ray_encoder import RayEncoder
 from objdisc.models.blocks.slot_attention import SlotAttention
 from objdisc.models.blocks.transformer import Transformer, init_transformer_, jax_linear_, srt_linear_
@@ -54,7 +54,7 @@ class OSRTConfig:
     encoder_dim_head: int = 64
     encoder_mlp_dim: int = 1536
     # Slot Attention.
-    num_slots: int = 6
+    num_slots: int = data_input("num_slots", 6)  # the dataset's num_slots when it sets one
     slot_dim: int = 1536
     slot_iters: int = 1
     slot_mlp_hidden: int = 3072
@@ -214,7 +214,7 @@ class OSRT(SceneModel):
         rgb, weights = self.decoder(latent, origins, dirs)
         return {"rgb": rgb, "masks": weights}
 
-    def forward(self, batch: dict[str, Tensor]) -> ModelOutput:
+    def forward(self, batch: dict[str, Tensor], step: int = 0) -> ModelOutput:
         slots = self.encode(batch)
         out = self.decode(slots, batch["target_camera_pos"], batch["target_rays"])
         mse = mse_per_scene(out["rgb"], batch["target_pixels"])

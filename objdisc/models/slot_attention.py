@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from objdisc.models.base import Model, ModelOutput
+from objdisc.models.base import Model, ModelOutput, data_input
 from objdisc.models.blocks.position import SoftPositionEmbed
 from objdisc.models.blocks.slot_attention import SlotAttention
 
@@ -38,8 +37,8 @@ class SlotAttentionConfig:
     as the benchmark does (reference quirk 15) — only for parameter/checkpoint parity with it.
     """
 
-    resolution: int | tuple[int, int] = 128  # input (and output) H = W, or (H, W)
-    num_slots: int = 7  # CLEVR6 (11 for CLEVR10 / ClevrTex, 6 Multi-dSprites, 4 Tetrominoes)
+    resolution: int | tuple[int, int] = data_input("image_size", 128)  # input (and output) H = W, or (H, W)
+    num_slots: int = data_input("num_slots", 7)  # CLEVR6 (11 for CLEVR10 / ClevrTex, 6 Multi-dSprites, 4 Tetrominoes)
     iters: int = 3
     slot_dim: int = 64
     hidden: int = 64  # CNN channels (encoder and decoder) = width of the tokens fed to Slot Attention
@@ -139,8 +138,6 @@ class SlotAttentionAutoEncoder(Model):
     """The paper's object-discovery model. ``forward(batch)`` needs ``batch["image"]`` [B, 3, H, W]
     in [0, 1] at the configured resolution."""
 
-    inputs: ClassVar[Literal["image", "views"]] = "image"
-
     def __init__(self, cfg: SlotAttentionConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg = cfg or SlotAttentionConfig()
@@ -183,10 +180,10 @@ class SlotAttentionAutoEncoder(Model):
         recon = (masks.unsqueeze(2) * rgb).sum(dim=1)
         return recon, rgb, masks
 
-    def forward(self, batch: dict[str, Tensor]) -> ModelOutput:
+    def forward(self, batch: dict[str, Tensor], step: int = 0) -> ModelOutput:
         image = batch["image"]
         slots, _ = self.encode(image)
-        recon, _, masks = self.decode(slots)
+        recon, rgb, masks = self.decode(slots)
         loss = F.mse_loss(recon.float(), image.float() * 2.0 - 1.0)
         return ModelOutput(
             loss=loss,
@@ -194,4 +191,5 @@ class SlotAttentionAutoEncoder(Model):
             recon=((recon.detach() + 1.0) / 2.0).clamp(0.0, 1.0),
             masks=masks,
             slots=slots,
+            slot_rgb=((rgb.detach().float() + 1.0) / 2.0).clamp(0.0, 1.0),  # what each slot draws, for pictures
         )

@@ -295,7 +295,7 @@ class SRT(SceneModel):
         """latent [B,N,D], origins / dirs [B,P,3] → ``rgb`` [B,P,3] in [0, 1] (float32)."""
         return {"rgb": self.decoder(latent, origins, dirs)}
 
-    def forward(self, batch: dict[str, Tensor]) -> ModelOutput:
+    def forward(self, batch: dict[str, Tensor], step: int = 0) -> ModelOutput:
         latent = self.encode(batch)
         rgb = self.decode(latent, batch["target_camera_pos"], batch["target_rays"])["rgb"]
         mse = mse_per_scene(rgb, batch["target_pixels"])

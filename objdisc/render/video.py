@@ -9,7 +9,6 @@ folders (``0.png, 1.png, ...``) where they are wanted too.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any
 
 import av
 import numpy as np
+
+from objdisc.io import atomic_path
 
 from objdisc.viz import save_png, to_image
 
@@ -37,42 +38,34 @@ def write_mp4(
     file appears under its name only when complete (temp file + rename).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".mp4")
-    os.close(fd)
     count = 0
-    try:
-        with av.open(tmp, mode="w", format="mp4") as container:
-            stream = None
-            size = None
-            for frame in frames:
-                rgb = to_image(frame)
-                if stream is None:
-                    size = rgb.shape[:2]
-                    stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-                    stream.height = rgb.shape[0] + rgb.shape[0] % 2
-                    stream.width = rgb.shape[1] + rgb.shape[1] % 2
-                    stream.pix_fmt = "yuv420p"
-                    stream.thread_count = threads
-                    stream.thread_type = "NONE" if threads == 1 else "AUTO"
-                    if bitrate is not None:
-                        stream.bit_rate = int(bitrate)
-                    elif crf is not None:
-                        stream.options = {"crf": str(crf)}
-                elif rgb.shape[:2] != size:
-                    raise ValueError(f"frame {count} of {path} is {rgb.shape[:2]}, earlier frames {size}")
-                rgb = _pad_even(rgb)
-                for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                    container.mux(packet)
-                count += 1
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
+        stream = None
+        size = None
+        for frame in frames:
+            rgb = to_image(frame)
             if stream is None:
-                raise ValueError(f"no frames to write to {path}")
-            for packet in stream.encode():  # flush the encoder
+                size = rgb.shape[:2]
+                stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+                stream.height = rgb.shape[0] + rgb.shape[0] % 2
+                stream.width = rgb.shape[1] + rgb.shape[1] % 2
+                stream.pix_fmt = "yuv420p"
+                stream.thread_count = threads
+                stream.thread_type = "NONE" if threads == 1 else "AUTO"
+                if bitrate is not None:
+                    stream.bit_rate = int(bitrate)
+                elif crf is not None:
+                    stream.options = {"crf": str(crf)}
+            elif rgb.shape[:2] != size:
+                raise ValueError(f"frame {count} of {path} is {rgb.shape[:2]}, earlier frames {size}")
+            rgb = _pad_even(rgb)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
                 container.mux(packet)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            count += 1
+        if stream is None:
+            raise ValueError(f"no frames to write to {path}")
+        for packet in stream.encode():  # flush the encoder
+            container.mux(packet)
     return path
 
 

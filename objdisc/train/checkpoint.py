@@ -7,7 +7,6 @@ The data position follows from the step (see ``objdisc.data.loading.TrainSampler
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -15,14 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from objdisc.io import atomic_write
+
 
 def save_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_write(path, "wb", durable=True) as f:
+        torch.save(obj, f)
 
 
 def rng_state() -> dict[str, Any]:
@@ -46,5 +43,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((3, tuple(int(v) for v in state["python"]), None))
 
 
+class CheckpointError(ValueError):
+    """A checkpoint or model file that cannot be read; the message names it and what to do."""
+
+
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """Read a checkpoint (``weights_only``: no code runs from the file). A damaged file is one
+    clear error naming it, not a torch traceback."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds for a damaged file
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise CheckpointError(
+            f"{path}: cannot be read ({type(err).__name__}: {reason}); the file is damaged or not an objdisc "
+            f"checkpoint: move it away (or train with --restart) to start afresh"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not an objdisc checkpoint (holds a {type(state).__name__})")
+    return state

@@ -30,8 +30,12 @@ class Dist:
 
 
 def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` takes CUDA when there is one; asking for CUDA on a machine without it is an error
+    naming the key (not an assertion deep inside torch)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"train.device is '{name}' but this machine has no CUDA device; use train.device=auto or cpu")
     if name == "cuda":
         return torch.device("cuda", local_rank)
     return torch.device(name)
@@ -47,6 +51,15 @@ def setup(device: str = "auto") -> Dist:
             torch.cuda.set_device(dev)
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     return Dist(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+
+
+def broadcast(d: Dist, obj):
+    """Rank 0's ``obj`` on every rank (validation numbers that drive a reduce-on-plateau)."""
+    if not d.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def barrier(d: Dist) -> None:

@@ -1,14 +1,21 @@
 """The training loop shared by every model (design.md section 6).
 
-Read it top to bottom: set up (devices, DDP, seeds), build optimiser, schedule and EMA, resume from
-the last checkpoint if there is one, then one flat loop of steps. The loop knows a model only
-through ``forward(batch) -> ModelOutput``; what a model needs from the data is decided by the
-transform the caller gave the dataset.
+Read it top to bottom: set up (devices, DDP, seeds), build the model's optimisers and the EMA,
+resume from the last checkpoint if there is one, then one flat loop of ``train_step``s with
+logging, validation and checkpoints. The loop knows a model only through the protocol
+(``objdisc.models.base``): ``forward(batch, step)``, ``optimizers``, ``after_step``, ``picture``
+and its family; what a model needs from the data was decided by the transform the caller gave the
+datasets.
+
+A checkpoint is resumed only by the run that wrote it: the same model config, data, optimiser
+settings and seed (``train.steps`` may grow; intervals and workers may change). Anything else is
+an error that says what differs: a quick ``--set train.steps=10`` must never overwrite a long run.
+``restart=True`` (``objdisc train --restart``, or ``OBJDISC_RESTART=1`` under ``dvc exp run``)
+moves the old run aside under a new name and starts afresh; nothing is deleted.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import shutil
@@ -24,22 +31,19 @@ from tqdm import tqdm
 
 from objdisc.config import TrainConfig
 from objdisc.data.loading import EvalSampler, SceneDataset, TrainSampler, make_loader
+from objdisc.io import atomic_write, remove_stale_temps
 from objdisc.models.base import Model
 from objdisc.train import checkpoint, distributed
-from objdisc.train.schedule import warmup_decay
+from objdisc.train.optim import Optimisation
+from objdisc.train.step import to_device, train_step
 
 CHECKPOINT = "checkpoints/last.pt"
+# Settings that may change between a run and its resumption: they do not change the weights.
+RESUMABLE = ("steps", "checkpoint_every", "log_every", "val_every", "val_batches", "workers", "device")
 
 
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (``auto`` or ``bf16``); plain fp32 on CPU unless ``bf16`` is asked for."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+class RunMismatch(ValueError):
+    """The run folder holds a checkpoint of another configuration."""
 
 
 def train(
@@ -53,50 +57,67 @@ def train(
     model_info: dict[str, Any] | None = None,
     progress: bool = True,
     stop_after: int | None = None,
+    restart: bool = False,
 ) -> Path:
     """Train ``model`` for ``cfg.steps`` steps; write ``run_dir/model.pt`` (EMA weights).
 
-    ``run_dir/checkpoints/last.pt`` is written every ``cfg.checkpoint_every`` steps and picked up
-    automatically by the next call. ``stop_after`` ends the process's work early (tests use it to
+    ``run_dir/checkpoints/last.pt`` and ``model.pt`` (with the step it reached) are written every
+    ``cfg.checkpoint_every`` steps and at the end; the checkpoint is picked up automatically by the
+    next call. ``stop_after`` ends the process's work early (tests use it to
     simulate a kill between checkpoints).
     """
-    from objdisc import evaluate  # evaluation helpers: metrics and pictures of one batch
-
     run_dir = Path(run_dir)
     dist = distributed.setup(cfg.device)
+    if cfg.batch_size % dist.world_size:
+        raise ValueError(f"train.batch_size {cfg.batch_size} is not divisible by {dist.world_size} processes")
+    if cfg.batch_size > len(train_set):
+        raise ValueError(
+            f"train.batch_size {cfg.batch_size} is larger than the {len(train_set)} training scenes: every batch "
+            f"would repeat scenes; lower train.batch_size or use more data"
+        )
     torch.manual_seed(seed + dist.rank)
     model.to(dist.device)
     net = DistributedDataParallel(model, device_ids=[dist.device] if dist.device.type == "cuda" else None) if dist.enabled else model
 
-    # Adam with a linear warm-up and exponential decay (the Slot Attention recipe), EMA of weights.
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedule = warmup_decay(optimizer, cfg.warmup_steps, cfg.decay_steps, cfg.decay_rate)
+    # The model says how it is optimised (groups, rates, schedules, frozen parts); EMA of weights.
+    optim = Optimisation(model.optimizers(cfg), cfg, model)
     ema = ExponentialMovingAverage(model.parameters(), decay=cfg.ema_decay)
 
     step = 0
     ckpt_path = run_dir / CHECKPOINT
-    key = fingerprint(cfg, seed, model_info)
+    run = run_signature(cfg, seed, model_info)
+    if dist.is_main:
+        remove_stale_temps(ckpt_path.parent)  # what killed writers left (a checkpoint can be GBs)
     state = checkpoint.load(ckpt_path, dist.device) if ckpt_path.exists() else None
-    if state is not None and (state.get("fingerprint") != key or int(state["step"]) > cfg.steps):
-        # Made by a different run (other model, data, optimiser or seed, or a longer run): start afresh.
-        if dist.is_main:
-            print(f"ignoring {ckpt_path}: it belongs to a different run configuration", flush=True)
-        state = None
+    if state is not None:
+        problem = mismatch(state, run, cfg)
+        if problem and not restart:
+            raise RunMismatch(
+                f"{ckpt_path} belongs to another run ({problem}); to keep it, change the settings back; to start "
+                f"afresh, run `objdisc train --restart` (or OBJDISC_RESTART=1 dvc exp run ...), which moves the old "
+                f"run aside"
+            )
+        if problem or restart:
+            if dist.is_main:
+                moved = set_aside(run_dir)
+                print(f"restart: moved the previous run to {moved}", flush=True)
+            state = None
+    elif restart and dist.is_main and run_dir.exists():
+        print(f"restart: moved the previous run to {set_aside(run_dir)}", flush=True)
     if state is None and dist.is_main:
-        shutil.rmtree(run_dir / "live", ignore_errors=True)
+        shutil.rmtree(run_dir / "live", ignore_errors=True)  # logs of a run that can no longer resume
     distributed.barrier(dist)
     if state is not None:
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
+        optim.load_state_dict(state["optimisation"])
         ema.load_state_dict(state["ema"])
         ema.to(dist.device)
         checkpoint.set_rng_state(state["rng"][dist.rank] if isinstance(state["rng"], list) else state["rng"])
         step = int(state["step"])
+        if dist.is_main:
+            truncate_logs(run_dir / "live", step)  # a kill after the checkpoint logged steps that will be redone
 
     # The per-rank batch; the sampler's position is a pure function of the step (exact resume).
-    if cfg.batch_size % dist.world_size:
-        raise ValueError(f"train.batch_size {cfg.batch_size} is not divisible by {dist.world_size} processes")
     batch_size = cfg.batch_size // dist.world_size
     sampler = TrainSampler(len(train_set), seed, dist.rank, dist.world_size, start=step * batch_size)
     batches = iter(make_loader(train_set, batch_size, sampler, workers=cfg.workers, drop_last=True))
@@ -114,17 +135,10 @@ def train(
     model.train()
     while step < cfg.steps:
         batch = to_device(next(batches), dist.device)
-        with autocast(dist.device, cfg.precision):
-            out = net(batch)
-        if not torch.isfinite(out.loss):
-            raise FloatingPointError(f"loss is {out.loss.item()} at step {step}; last checkpoint: {ckpt_path}")
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        grad_norm = (
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
-        )
-        optimizer.step()
-        schedule.step()
+        try:
+            out, grad_norm = train_step(net, model, batch, optim, step, precision=cfg.precision, grad_clip=cfg.grad_clip)
+        except FloatingPointError as err:
+            raise FloatingPointError(f"{err}; last checkpoint: {ckpt_path}") from None
         ema.update()
         step += 1
         seen += batch_size * dist.world_size
@@ -135,7 +149,8 @@ def train(
             live.log_metric("train/loss", out.loss.item())
             for name, value in out.losses.items():
                 live.log_metric(f"train/{name}", float(value))
-            live.log_metric("train/lr", schedule.get_last_lr()[0])
+            for name, value in optim.lrs().items():
+                live.log_metric(f"train/{name}", value)
             if grad_norm is not None:
                 live.log_metric("train/grad_norm", float(grad_norm))
             rate = seen / max(time.perf_counter() - t0, 1e-9)
@@ -143,45 +158,98 @@ def train(
             bar.set_postfix(loss=f"{out.loss.item():.4g}", scenes_s=f"{rate:.0f}")
 
         if val_set is not None and (step % cfg.val_every == 0 or step == cfg.steps):
+            scores = None
             if live is not None:
                 with ema.average_parameters():
-                    scores, picture = validate(model, val_set, cfg, dist.device, evaluate)
+                    scores, picture = validate(model, val_set, cfg, dist.device, step)
                 live.step = step
                 for name, value in scores.items():
                     live.log_metric(f"val/{name}", value)
                 if picture is not None:
                     live.log_image("val/slots.png", picture)
-            distributed.barrier(dist)
+            optim.on_validation(distributed.broadcast(dist, scores))  # every rank cuts its rates alike
 
         if live is not None and (step % cfg.log_every == 0 or step == cfg.steps):
             live.make_summary()
 
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save_checkpoint(ckpt_path, model, optimizer, schedule, ema, step, dist, key)
+            save_checkpoint(ckpt_path, model, optim, ema, step, dist, run)
+            if dist.is_main:
+                # The EMA weights so far: an unfinished run can be evaluated, and `dvc commit`
+                # (which needs every output) can record it to be pushed and resumed elsewhere.
+                with ema.average_parameters():
+                    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+                info = {"state_dict": weights, "step": step, "steps": cfg.steps, **(model_info or {})}
+                checkpoint.save_atomic(info, run_dir / "model.pt")
         if stop_after is not None and step >= stop_after:
             break
     bar.close()
 
-    final = run_dir / "model.pt"
-    if dist.is_main and step >= cfg.steps:
-        with ema.average_parameters():
-            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        checkpoint.save_atomic({"state_dict": state, "step": step, **(model_info or {})}, final)
     if live is not None:
         live.end()
     distributed.barrier(dist)
     distributed.teardown(dist)
-    return final
+    return run_dir / "model.pt"
 
 
-def fingerprint(cfg: TrainConfig, seed: int, model_info: dict[str, Any] | None) -> str:
-    """What must match for a checkpoint to be resumed (the step count may grow; intervals may change)."""
-    relevant = {k: v for k, v in asdict(cfg).items() if k not in ("steps", "checkpoint_every", "log_every", "val_every", "val_batches", "workers", "device")}
-    return json.dumps({"train": relevant, "seed": seed, "model": model_info or {}}, sort_keys=True)
+def run_signature(cfg: TrainConfig, seed: int, model_info: dict[str, Any] | None) -> dict[str, Any]:
+    """What must match for a checkpoint to be resumed (plain values, stored in the checkpoint)."""
+    train = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE}
+    return json.loads(json.dumps({"train": train, "seed": seed, "model": model_info or {}}, sort_keys=True))
+
+
+def mismatch(state: dict[str, Any], run: dict[str, Any], cfg: TrainConfig) -> str:
+    """'' when ``state`` may be resumed by this run, else what differs, for people."""
+    if int(state["step"]) > cfg.steps:
+        return f"it has trained {int(state['step'])} steps, train.steps is {cfg.steps}"
+    old = state.get("run")
+    if old is None:
+        return "it was written by an older objdisc without a run signature"
+    diffs = [f"{key}: {a!r} → {b!r}" for key, a, b in _diff(old, run) ]
+    if not diffs:
+        return ""
+    shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+    return shown
+
+
+def _diff(a: Any, b: Any, where: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            name = f"{where}.{key}" if where else str(key)
+            out += _diff(a.get(key), b.get(key), name)
+        return out
+    return [] if a == b else [(where, a, b)]
+
+
+def set_aside(run_dir: Path) -> Path:
+    """Move a run folder to ``<run_dir>.replaced-<time>`` (never delete a run: it cost compute)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}-{n}")
+    run_dir.rename(target)
+    return target
+
+
+def truncate_logs(live_dir: Path, step: int) -> None:
+    """Drop DVCLive rows logged after ``step`` (the checkpoint a resumed run restarts from), so
+    each step appears once in every curve."""
+    for path in sorted((live_dir / "plots" / "metrics").rglob("*.tsv")):
+        lines = path.read_text().splitlines(keepends=True)
+        if not lines:
+            continue
+        column = lines[0].rstrip("\r\n").split("\t").index("step")
+        kept = [lines[0]] + [line for line in lines[1:] if int(line.split("\t")[column]) <= step]
+        if len(kept) != len(lines):
+            with atomic_write(path, "w") as f:
+                f.writelines(kept)
 
 
 def save_checkpoint(
-    path: Path, model, optimizer, schedule, ema, step: int, dist: distributed.Dist, key: str
+    path: Path, model: Model, optim: Optimisation, ema, step: int, dist: distributed.Dist, run: dict[str, Any]
 ) -> None:
     rng = checkpoint.rng_state()
     if dist.enabled:  # every rank's RNG state, so each resumes its own stream
@@ -190,35 +258,35 @@ def save_checkpoint(
         rng = gathered
     if dist.is_main:
         state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
+            "model": model.state_dict(),  # parameters and buffers: per-step state such as GECO's β
+            "optimisation": optim.state_dict(),
             "ema": ema.state_dict(),
             "step": step,
             "rng": rng,
-            "fingerprint": key,
+            "run": run,
         }
         checkpoint.save_atomic(state, path)
     distributed.barrier(dist)
 
 
 @torch.no_grad()
-def validate(model: Model, val_set: SceneDataset, cfg: TrainConfig, device: torch.device, evaluate) -> tuple[dict[str, float], Any]:
+def validate(model: Model, val_set: SceneDataset, cfg: TrainConfig, device: torch.device, step: int) -> tuple[dict[str, float], Any]:
     """Mean validation loss and metrics over ``cfg.val_batches`` fixed batches, plus one picture."""
     model.eval()
+    family = model.family
     sums: dict[str, float] = {}
     count = 0
     picture = None
     rng_state = torch.get_rng_state()  # validation must not shift the training RNG stream
     torch.manual_seed(0)
-    # 2D: val_batches training-size batches. 3D: val_batches scenes, every held-out pixel rendered
-    # in chunks of rays (a whole view never needs more memory than a training batch).
-    batch_size = cfg.batch_size if model.inputs == "image" else 1
+    # Image models: val_batches training-size batches. Views: val_batches scenes, every held-out
+    # pixel rendered in chunks of rays (a whole view never needs more memory than a training batch).
+    batch_size = family.eval_batch_size(cfg.batch_size)
     loader = make_loader(val_set, batch_size, EvalSampler(len(val_set), limit=cfg.val_batches * batch_size))
     for batch in loader:
         batch = to_device(batch, device)
-        out = evaluate.run_model(model, batch, chunk_rays=4096)
-        scores = evaluate.batch_metrics(model, batch, out)
+        out = family.run(model, batch, step, chunk_rays=4096)
+        scores = family.metrics(batch, out)
         n = batch["index"].shape[0]
         sums["loss"] = sums.get("loss", 0.0) + out.loss.item() * n
         for name, values in scores.items():
@@ -226,7 +294,7 @@ def validate(model: Model, val_set: SceneDataset, cfg: TrainConfig, device: torc
             sums[name] = sums.get(name, 0.0) + float(finite.sum())
         count += n
         if picture is None:
-            picture = evaluate.picture(model, batch, out, limit=4)
+            picture = model.picture(batch, out, limit=4)
     torch.set_rng_state(rng_state)
     model.train()
     return {k: v / max(count, 1) for k, v in sums.items() if not math.isnan(v)}, picture

@@ -160,18 +160,16 @@ def test_cpu_training_step_reaches_every_parameter():
     assert set(out.losses) == {"value_ll", "depth_ll", "overlap", "mse"}
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing
-    assert int(model.step) == 1
     with pytest.raises(ValueError, match="target_depths"):
         model({k: v for k, v in batch.items() if k != "target_depths"})
 
 
-def test_overlap_ramp_follows_the_step_counter():
+def test_overlap_ramp_follows_the_training_step():
     model = ObSuRF(ObSuRFConfig.cpu())
-    assert model.overlap_weight() == 0.0
-    model.step.fill_(30000)
-    assert model.overlap_weight() == pytest.approx(0.025)
-    model.step.fill_(50000)
-    assert model.overlap_weight() == pytest.approx(0.05)
+    assert model.overlap_weight(0) == 0.0
+    assert model.overlap_weight(30000) == pytest.approx(0.025)
+    assert model.overlap_weight(50000) == pytest.approx(0.05)
+    assert "step" not in model.state_dict()  # the step is handed in, not hidden in a buffer
 
 
 def test_depth_loss_terms_by_hand():

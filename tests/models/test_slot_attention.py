@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from objdisc.models.base import ModelOutput
+from objdisc.models.family import IMAGE
 from objdisc.models.slot_attention import SlotAttentionAutoEncoder, SlotAttentionConfig
 
 
@@ -43,7 +44,7 @@ def test_paper_defaults() -> None:
 def test_output_shapes_masks_and_recon_range() -> None:
     torch.manual_seed(0)
     model = SlotAttentionAutoEncoder(tiny(resolution=32))
-    assert model.inputs == "image"
+    assert model.family is IMAGE
     out = model({"image": squares(2, 32)})
     assert isinstance(out, ModelOutput)
     assert out.loss.shape == () and torch.isfinite(out.loss)

@@ -55,9 +55,10 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, synth_shards):
         time.sleep(0.05)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
-    assert not (killed / "data/runs/synth/slot_attention/model.pt").exists()
     step_at_kill = checkpoint.load(ckpt)["step"]
     assert 4 <= step_at_kill < 12
+    partial = checkpoint.load(killed / "data/runs/synth/slot_attention/model.pt")  # the EMA weights so far
+    assert partial["steps"] == 12 and 4 <= partial["step"] <= step_at_kill
 
     assert objdisc("train", cwd=killed).wait(timeout=300) == 0
     a = weights(whole / "data/runs/synth/slot_attention/model.pt")
@@ -65,20 +66,65 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, synth_shards):
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
-    # DVCLive kept one history: the resumed run continued the step numbering.
-    loss = (killed / "data/runs/synth/slot_attention/live/plots/metrics/train/loss.tsv").read_text().split()
-    assert loss[-2] == "12"
+    # DVCLive kept one history: the resumed run continued the step numbering, and the steps the
+    # killed run logged after its last checkpoint appear once (fault campaign item 17).
+    for name in ("loss.tsv", "lr.tsv"):
+        rows = (killed / "data/runs/synth/slot_attention/live/plots/metrics/train" / name).read_text().splitlines()
+        steps = [int(r.split("\t")[0]) for r in rows[1:]]
+        assert steps == sorted(set(steps)) and steps[-1] == 12, steps
 
 
-def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path, synth_shards):
+def test_a_changed_setting_never_overwrites_a_run(tmp_path, synth_shards):
+    """Fault campaign item 2: a quick re-run with other settings used to delete live/ and overwrite
+    the checkpoint and model. Now it stops, names what differs, and --restart moves the run aside."""
     prepare(tmp_path, synth_shards, train__steps=4)
+    run = tmp_path / "data/runs/synth/slot_attention"
     assert objdisc("train", cwd=tmp_path).wait(timeout=300) == 0
-    ckpt = tmp_path / "data/runs/synth/slot_attention/checkpoints/last.pt"
-    assert checkpoint.load(ckpt)["step"] == 4
-    out = objdisc("train", "--set", "models.slot_attention.num_slots=3", cwd=tmp_path, stdout=subprocess.PIPE, text=True)
-    stdout, _ = out.communicate(timeout=300)
-    assert out.returncode == 0 and "different run configuration" in stdout
-    assert checkpoint.load(tmp_path / "data/runs/synth/slot_attention/model.pt")["config"]["num_slots"] == 3
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+    for change, expected in (("datasets.synth.num_slots=3", "model.config.num_slots: 4 → 3"),
+                             ("train.lr=0.001", "train.lr: 0.0004 → 0.001"),
+                             ("train.steps=2", "it has trained 4 steps, train.steps is 2")):
+        out = objdisc("train", "--set", change, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _, stderr = out.communicate(timeout=300)
+        assert out.returncode == 1 and expected in stderr and "--restart" in stderr, stderr
+        assert "Traceback" not in stderr
+        after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+        assert after == before  # nothing touched
+
+    # Growing train.steps resumes the same run.
+    assert objdisc("train", "--set", "train.steps=6", cwd=tmp_path).wait(timeout=300) == 0
+    assert checkpoint.load(run / "checkpoints/last.pt")["step"] == 6
+
+    # --restart keeps the old run under a new name and trains afresh.
+    assert objdisc("train", "--restart", "--set", "datasets.synth.num_slots=3", cwd=tmp_path).wait(timeout=300) == 0
+    assert checkpoint.load(run / "model.pt")["config"]["num_slots"] == 3
+    (old,) = run.parent.glob("slot_attention.replaced-*")
+    assert checkpoint.load(old / "model.pt")["config"]["num_slots"] == 4
+
+
+def test_resume_cleans_dead_writers_and_names_a_damaged_checkpoint(tmp_path, synth_shards):
+    """Fault campaign items 5 and 10: temporaries of killed checkpoint writes are removed on start
+    (a live writer's is kept); a damaged last.pt is one error line naming it."""
+    prepare(tmp_path, synth_shards, train__steps=2)
+    ckpts = tmp_path / "data/runs/synth/slot_attention/checkpoints"
+    ckpts.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = ckpts / f"last.pt.tmp-{dead.pid}"
+    stale.write_bytes(b"x" * 100)
+    live = ckpts / f"last.pt.tmp-{os.getpid()}"  # this test process is alive: not a leftover
+    live.write_bytes(b"y")
+    assert objdisc("train", cwd=tmp_path).wait(timeout=300) == 0
+    assert not stale.exists() and live.exists()
+    live.unlink()
+
+    (ckpts / "last.pt").write_bytes(b"not a checkpoint at all")
+    out = objdisc("train", "--set", "train.steps=4", cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    _, stderr = out.communicate(timeout=300)
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert out.returncode == 1 and len(lines) == 1 and "last.pt" in lines[0] and "damaged" in lines[0], stderr
+    assert "Traceback" not in stderr
 
 
 @pytest.mark.slow
