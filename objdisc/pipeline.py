@@ -92,9 +92,10 @@ def dataset(params: Params, split: str, train: bool) -> SceneDataset:
     from objdisc.models import MODELS
 
     index_data = load_index(params.index_path())
-    family = MODELS[params.model].model.family
+    model_cls = MODELS[params.model].model
+    family = model_cls.family
     try:
-        family.check_dataset(set(index_data.get("schema", {})), params.model, params.dataset)
+        family.check_dataset(index_data.get("schema", {}), params.data, model_cls, (params.model, params.dataset))
     except ValueError as err:
         raise ConfigError(str(err)) from None
     transform = family.transform(params.data, train, f"datasets.{params.dataset}")

@@ -195,3 +195,70 @@ def test_convert_refuses_an_unrelated_output_folder(tmp_path, synth_raw):
     assert len(result.output.strip().splitlines()) == 1 and (other / "cat.jpg").read_bytes() == b"meow"
     result = runner.invoke(app, ["convert", "clevr3d", "--input", str(synth_raw), "--output", str(synth_raw)])
     assert result.exit_code == 1 and "is the input" in result.output and (synth_raw / "metadata.npz").is_file()
+
+
+def _project_with_shards(tmp_path, synth_shards, **overrides):
+    shards, index_path = synth_shards
+    tiny_params(tmp_path, **overrides)
+    shutil.copytree(shards, tmp_path / "data/shards/synth")
+    (tmp_path / "data/index").mkdir(parents=True)
+    shutil.copy(index_path, tmp_path / "data/index/synth.json")
+
+
+@pytest.mark.parametrize("override,key", [
+    ("train.steps=0", "steps"),                     # item 9: exited 0 with an untrained model.pt
+    ("train.steps=-3", "steps"),
+    ("train.batch_size=512", "batch_size 512 is larger than the 16 training scenes"),  # item 9
+    ("train.batch_size=-4", "batch_size"),          # item 12: torch's message without the key
+    ("train.batch_size=0", "batch_size"),
+    ("train.lr=-1", "lr"),
+    ("train.workers=-1", "workers"),
+    ("train.checkpoint_every=0", "checkpoint_every"),  # item 13: ZeroDivisionError
+    ("train.log_every=0", "log_every"),
+    ("train.device=cuda", "train.device is 'cuda' but this machine has no CUDA device"),  # item 14
+    ("datasets.synth.views.num_input_views=3", "needs 4 views per scene, but the scenes of 'synth' have 3"),  # item 15
+])
+def test_bad_training_settings_stop_before_training_with_the_key(tmp_path, synth_shards, monkeypatch, override, key):
+    """Fault campaign items 9 and 12-15: each bad setting is one `error:` line naming the key, before
+    any training step (no model.pt is written)."""
+    import torch
+
+    if override == "train.device=cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    monkeypatch.chdir(tmp_path)
+    _project_with_shards(tmp_path, synth_shards)
+    args = ["train", "--set", override]
+    if override.startswith("datasets.synth.views"):
+        args += ["--set", "model=osrt", "--set", "datasets.synth.views.targets=others"]
+    result = runner.invoke(app, args)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert key in lines[0], lines[0]
+    assert not list(tmp_path.glob("data/runs/*/*/model.pt"))
+
+
+def test_obsurf_takes_one_input_view_and_says_so(tmp_path, synth_shards, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _project_with_shards(tmp_path, synth_shards)
+    result = runner.invoke(app, ["train", "--set", "model=obsurf", "--set", "datasets.synth.views.num_input_views=2"])
+    assert result.exit_code == 1 and "num_input_views is 2, but model 'obsurf' encodes at most 1" in result.output
+
+
+def test_written_files_follow_the_umask(tmp_path, monkeypatch):
+    """Fault campaign item 16: pictures, videos, checkpoints and JSON came out 0600."""
+    import numpy as np
+
+    from objdisc import io
+    from objdisc.render.video import write_mp4
+    from objdisc.train.checkpoint import save_atomic
+    from objdisc.viz import save_png
+
+    expected = 0o666 & ~io.UMASK
+    frame = np.zeros((8, 8, 3), np.uint8)
+    paths = [save_png(tmp_path / "a.png", frame), write_mp4(tmp_path / "a.mp4", [frame, frame], fps=2),
+             io.write_json(tmp_path / "a.json", {"a": 1})]
+    save_atomic({"x": 1}, tmp_path / "a.pt")
+    paths.append(tmp_path / "a.pt")
+    for path in paths:
+        assert path.stat().st_mode & 0o777 == expected, (path, oct(path.stat().st_mode))
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]

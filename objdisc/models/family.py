@@ -53,8 +53,11 @@ class Family(ABC):
     ) -> tuple[list[np.ndarray], int]:
         """The frames of one test scene and their frame rate."""
 
-    def check_dataset(self, fields: set[str], model: str, dataset: str) -> None:
-        """Raise ``ValueError`` when a dataset with these stored ``fields`` cannot feed the family."""
+    def check_dataset(self, schema: dict[str, dict[str, Any]], data: DatasetConfig, model: type, names: tuple[str, str]) -> None:
+        """Raise ``ValueError`` (naming the key) when a dataset with this index ``schema`` (field →
+        dtype and per-scene shape) cannot feed ``model`` with the dataset block ``data``; checked
+        before training, so a mismatch is one line and not an error inside a loader worker.
+        ``names`` are the model's and the dataset's names in the params."""
 
     def eval_batch_size(self, batch_size: int) -> int:
         return batch_size
@@ -168,11 +171,24 @@ class ViewsFamily(Family):
             options["input_view_ids"] = list(range(options.get("num_input_views", 1)))
         return functools.partial(views_transform, cfg=build(ViewsConfig, options, f"{where}.views"))
 
-    def check_dataset(self, fields: set[str], model: str, dataset: str) -> None:
-        if fields and not {"cam2world", "intrinsics"} <= fields:
+    def check_dataset(self, schema: dict[str, dict[str, Any]], data: DatasetConfig, model: type, names: tuple[str, str]) -> None:
+        model_name, dataset = names
+        if schema and not {"cam2world", "intrinsics"} <= set(schema):
             raise ValueError(
-                f"model '{model}' renders novel views and needs cameras, but dataset '{dataset}' has "
-                f"none (fields: {', '.join(sorted(fields))}); use a multi-view dataset or a 2D model"
+                f"model '{model_name}' renders novel views and needs cameras, but dataset '{dataset}' has "
+                f"none (fields: {', '.join(sorted(schema))}); use a multi-view dataset or a 2D model"
+            )
+        k = int(data.views.get("num_input_views", 1))
+        limit = getattr(model, "max_input_views", None)
+        if limit is not None and k > limit:
+            raise ValueError(f"datasets.{dataset}.views.num_input_views is {k}, but model '{model_name}' encodes at most {limit}")
+        targets = data.views.get("targets", "others")
+        need = k + 1 if targets == "others" else k
+        views = (schema.get("image", {}).get("shape") or [None])[0]
+        if views is not None and views < need:
+            raise ValueError(
+                f"datasets.{dataset}.views.num_input_views is {k} with targets '{targets}', which needs {need} views "
+                f"per scene, but the scenes of '{dataset}' have {views}"
             )
 
     def eval_batch_size(self, batch_size: int) -> int:

@@ -137,3 +137,17 @@ def test_ddp_training_on_two_processes(tmp_path, synth_shards):
     state = checkpoint.load(tmp_path / "data/runs/synth/slot_attention/checkpoints/last.pt")
     assert state["step"] == 4 and isinstance(state["rng"], list) and len(state["rng"]) == 2
     assert (tmp_path / "data/runs/synth/slot_attention/model.pt").exists()
+
+
+def test_truncate_logs_keeps_each_step_once(tmp_path):
+    """Fault campaign item 17: a run killed after logging step 30 and resumed from its step-20
+    checkpoint logged step 30 twice; rows after the checkpoint are dropped on resume."""
+    from objdisc.train.loop import truncate_logs
+
+    metrics = tmp_path / "live/plots/metrics/train"
+    metrics.mkdir(parents=True)
+    (metrics / "loss.tsv").write_text("step\tloss\n10\t0.5\n20\t0.4\n30\t0.3\n")
+    (metrics / "lr.tsv").write_text("timestamp\tstep\tlr\n1\t10\t0.1\n2\t20\t0.1\n3\t30\t0.1\n")
+    truncate_logs(tmp_path / "live", 20)
+    assert (metrics / "loss.tsv").read_text() == "step\tloss\n10\t0.5\n20\t0.4\n"
+    assert (metrics / "lr.tsv").read_text() == "timestamp\tstep\tlr\n1\t10\t0.1\n2\t20\t0.1\n"
