@@ -78,8 +78,8 @@ def test_pipeline_commands_end_to_end(tmp_path, monkeypatch):
     metrics = json.loads((run / "eval/metrics.json").read_text())
     assert metrics["scenes"] == 4 and -1 <= metrics["fg_ari"] <= 1 and metrics["mse"] > 0
     assert (run / "eval/slots.png").stat().st_size > 0
-    assert (run / "renders/scene_0.mp4").stat().st_size > 0
-    assert len(list((run / "renders/scene_0/frames").glob("*.png"))) == 3  # one frame per view
+    assert (run / "renders/scenes.mp4").stat().st_size > 0  # 2D: one video, scene after scene
+    assert len(list((run / "renders/scenes").glob("*.png"))) == 3  # one frame per view of scene 0
     result = runner.invoke(app, ["bench", "--out", "bench.json", "--steps", "2", "--batches", "2"])
     assert result.exit_code == 0, result.output
     bench = json.loads((tmp_path / "bench.json").read_text())
@@ -262,3 +262,20 @@ def test_written_files_follow_the_umask(tmp_path, monkeypatch):
     for path in paths:
         assert path.stat().st_mode & 0o777 == expected, (path, oct(path.stat().st_mode))
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_synthetic_splits_follow_the_number_of_scenes(tmp_path, monkeypatch):
+    """`-S synth.scenes=N` (a smaller dataset, the first thing a user tries) gives train/val/test in
+    the proportions of params.yaml: its splits are fractions of the scenes, not absolute ranges."""
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    path = tiny_params(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["datasets"]["synth"]["options"]["splits"] = yaml.safe_load((ROOT / "params.yaml").read_text())["datasets"]["synth"]["options"]["splits"]
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    for args in (["synth", "--set", "synth.scenes=36"], ["convert"], ["index"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (args, result.output)
+    index = json.loads((tmp_path / "data/index/synth.json").read_text())
+    assert {s: len(keys) for s, keys in index["keys"].items()} == {"train": 30, "val": 3, "test": 3}

@@ -75,7 +75,7 @@ def test_repro_makes_every_artifact(project):
     for stage in ("generate@synth", "generate@sprites", "convert", "index", "train", "evaluate", "render"):
         assert f"Running stage '{stage}'" in log
     run = repo / "data/runs/synth/slot_attention"
-    for path in ("model.pt", "eval/metrics.json", "eval/scenes.csv", "eval/slots.png", "renders/scene_0.mp4",
+    for path in ("model.pt", "eval/metrics.json", "eval/scenes.csv", "eval/slots.png", "renders/scenes.mp4",
                  "live/metrics.json", "live/plots/metrics/train/loss.tsv", "checkpoints/last.pt"):
         assert (run / path).exists(), path
     metrics = json.loads((run / "eval/metrics.json").read_text())
@@ -131,7 +131,7 @@ def test_experiment_on_an_original_dataset(project):
     run = repo / "data/runs/clevrtex/slot_attention"
     metrics = json.loads((run / "eval/metrics.json").read_text())
     assert {"ari", "fg_ari", "miou", "mse"} <= metrics.keys()
-    assert (run / "renders/scene_0.mp4").exists()
+    assert (run / "renders/scenes.mp4").exists()
 
 
 def test_every_stage_declares_the_code_it_runs(project):

@@ -16,11 +16,13 @@ from __future__ import annotations
 import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from objdisc import metrics, viz
 from objdisc.models.output import ModelOutput
@@ -48,10 +50,11 @@ class Family(ABC):
         """The default picture of a batch (models may draw their own: ``Model.picture``)."""
 
     @abstractmethod
-    def render_frames(
-        self, model: Model, dataset: SceneDataset, scene_id: int, data: DatasetConfig, cfg: RenderConfig, device, step: int
-    ) -> tuple[list[np.ndarray], int]:
-        """The frames of one test scene and their frame rate."""
+    def render(
+        self, model: Model, dataset: SceneDataset, data: DatasetConfig, cfg: RenderConfig, out_dir: Path, device,
+        step: int, progress: bool = True,
+    ) -> list[Path]:
+        """Videos (mp4) and their frames (PNG) of the test scenes ``cfg.scene_ids`` under ``out_dir``."""
 
     def check_dataset(self, schema: dict[str, dict[str, Any]], data: DatasetConfig, model: type, names: tuple[str, str]) -> None:
         """Raise ``ValueError`` (naming the key) when a dataset with this index ``schema`` (field →
@@ -98,7 +101,7 @@ class ImageFamily(Family):
         """Input, reconstruction (with boxes where the model has them), predicted and true
         segmentation, and each slot's RGB·mask on white."""
         n = min(limit, batch["image"].shape[0])
-        masks = out.masks[:n].float()
+        masks = out.masks[:n].float().cpu()
         if not out.masks_have_background:
             masks = metrics.with_background(masks)  # column "slot 0" is then the implicit background
         recon = out.recon[:n].float().clamp(0, 1).cpu()
@@ -110,6 +113,12 @@ class ImageFamily(Family):
             slot_rgb = out.slot_rgb[:n].float().clamp(0, 1).cpu()
             if not out.masks_have_background:  # the background slot shows the reconstruction
                 slot_rgb = torch.cat([out.recon[:n, None].float().clamp(0, 1).cpu(), slot_rgb], dim=1)
+        # Slots in the same order in every row: by area, largest first (the background leads), so
+        # column k and colour k + 1 of the predicted segmentation mean the same kind of slot.
+        order = masks.flatten(2).sum(-1).argsort(dim=1, descending=True, stable=True)
+        masks = masks.gather(1, order[:, :, None, None].expand_as(masks))
+        if slot_rgb is not None:
+            slot_rgb = slot_rgb.gather(1, order[:, :, None, None, None].expand_as(slot_rgb))
         return viz.slot_grid(
             batch["image"][:n].cpu(),
             recon,
@@ -118,20 +127,28 @@ class ImageFamily(Family):
             slot_recons=slot_rgb,
         )
 
-    def render_frames(
-        self, model: Model, dataset: SceneDataset, scene_id: int, data: DatasetConfig, cfg: RenderConfig, device, step: int
-    ) -> tuple[list[np.ndarray], int]:
-        """One frame per view of the scene: the model's picture of that view."""
+    def render(
+        self, model: Model, dataset: SceneDataset, data: DatasetConfig, cfg: RenderConfig, out_dir: Path, device,
+        step: int, progress: bool = True,
+    ) -> list[Path]:
+        """One video, ``scenes.mp4``, that shows the test scenes one after another, each view a frame
+        with the model's picture of it (the evaluation picture's row); frames in ``scenes/``."""
         from objdisc.data.transforms import image_sample
+        from objdisc.render.video import save_frames, write_mp4
 
-        scene = dataset.scene(scene_id)
         frames = []
-        for view in range(scene["image"].shape[0]):
-            sample = image_sample(scene, data.image, view)
-            batch = {k: v[None].to(device) for k, v in sample.items()}
-            torch.manual_seed(0)
-            frames.append(model.picture(batch, self.run(model, batch, step, cfg.chunk_rays), limit=1))
-        return frames, max(1, min(cfg.fps, 2))
+        for scene_id in tqdm(cfg.scene_ids, desc="render", unit="scene", disable=not progress):
+            scene = dataset.scene(scene_id)
+            for view in range(scene["image"].shape[0]):
+                sample = image_sample(scene, data.image, view)
+                batch = {k: v[None].to(device) for k, v in sample.items()}
+                torch.manual_seed(0)
+                frames.append(model.picture(batch, self.run(model, batch, step, cfg.chunk_rays), limit=1))
+        height = max(f.shape[0] for f in frames)
+        width = max(f.shape[1] for f in frames)
+        frames = [np.pad(f, ((0, height - f.shape[0]), (0, width - f.shape[1]), (0, 0)), constant_values=255) for f in frames]
+        save_frames(out_dir / "scenes", frames)
+        return [write_mp4(out_dir / "scenes.mp4", frames, fps=max(1, min(cfg.fps, 2)), crf=cfg.crf)]
 
 
 # ------------------------------------------------------------------------------------- views
@@ -233,10 +250,22 @@ class ViewsFamily(Family):
             labels.append("true seg")
         return viz.image_grid(rows, labels=labels[: len(rows[0])])
 
+    def render(
+        self, model: Model, dataset: SceneDataset, data: DatasetConfig, cfg: RenderConfig, out_dir: Path, device,
+        step: int, progress: bool = True,
+    ) -> list[Path]:
+        """Per scene, ``scene_<id>.mp4`` and its frames in ``scene_<id>/frames/``."""
+        from objdisc.render.video import save_frames, write_mp4
+
+        videos = []
+        for scene_id in tqdm(cfg.scene_ids, desc="render", unit="scene", disable=not progress):
+            frames = self.camera_frames(model, dataset, scene_id, cfg, device)
+            save_frames(out_dir / f"scene_{scene_id}" / "frames", frames)
+            videos.append(write_mp4(out_dir / f"scene_{scene_id}.mp4", frames, fps=cfg.fps, crf=cfg.crf))
+        return videos
+
     @torch.no_grad()
-    def render_frames(
-        self, model: Model, dataset: SceneDataset, scene_id: int, data: DatasetConfig, cfg: RenderConfig, device, step: int
-    ) -> tuple[list[np.ndarray], int]:
+    def camera_frames(self, model: Model, dataset: SceneDataset, scene_id: int, cfg: RenderConfig, device) -> list[np.ndarray]:
         """The camera moves along ``cfg.motion`` around the scene; the input views are encoded once
         and each frame is decoded in chunks of rays: colour, slot segmentation, and with ``fade``
         a blend from colour into segmentation."""
@@ -273,7 +302,7 @@ class ViewsFamily(Family):
                     panels[1] = np.round((1 - a) * colour + a * seg).astype(np.uint8)
                 panels.append(seg)
             frames.append(viz.image_grid([panels], labels=["input", "render", "segmentation"][: len(panels)]))
-        return frames, cfg.fps
+        return frames
 
 
 IMAGE = ImageFamily()

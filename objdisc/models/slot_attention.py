@@ -47,6 +47,14 @@ class SlotAttentionConfig:
     qkv_bias: bool = True
     layernorm: Literal["token", "map"] = "token"
     implicit: bool = False  # implicit Slot Attention: gradient through one extra, detached step
+    # Initial slots: "gaussian" (paper: sampled around a learned mean) or "learned" (one learned
+    # start per slot; with `implicit`, BO-QSA's recipe, which binds objects in far fewer steps and
+    # keeps slot k the same kind of slot in every scene).
+    slot_init: Literal["gaussian", "learned"] = "gaussian"
+    # Side of the grid each slot is decoded at (None: the image size). A CPU economy, not a paper
+    # setting: the decoder's full-resolution layers cost K times the encoder's, so decoding at half
+    # the side and resizing the RGB and mask logits bilinearly to the image saves about 3/4 of them.
+    decoder_resolution: int | None = None
     eps: float = 1e-8
     # The paper's optimisation (Adam 4e-4, warm-up 10k, ×0.5 every 100k, batch 64, 500k steps) is
     # a `train:` block, not model config: see pipelines/slot-attention-clevr6/params.yaml.
@@ -110,7 +118,8 @@ class SpatialBroadcastDecoder(nn.Module):
         self.hw = cfg.hw
         self.init = cfg.decoder_init
         c = cfg.hidden
-        n_up = max(0, math.ceil(math.log2(max(self.hw) / self.init) - 1e-9))
+        side = cfg.decoder_resolution or max(self.hw)
+        n_up = max(0, math.ceil(math.log2(side / self.init) - 1e-9))
         self.position = SoftPositionEmbed(cfg.slot_dim, (self.init, self.init))
         layers: list[nn.Module] = []
         in_ch = cfg.slot_dim
@@ -126,7 +135,7 @@ class SpatialBroadcastDecoder(nn.Module):
         """slots [B, K, D] → rgb [B, K, 3, H, W] (the model's [−1, 1] scale), mask logits [B, K, H, W]."""
         b, k, d = slots.shape
         x = slots.reshape(b * k, 1, 1, d).expand(-1, self.init, self.init, -1)
-        x = self.position(x).permute(0, 3, 1, 2).contiguous()  # channels-first memory: the transposed convs are ~25% faster
+        x = self.position(x).permute(0, 3, 1, 2).contiguous()
         x = self.convs(x)
         if (self.out_side, self.out_side) != self.hw:
             x = F.interpolate(x.float(), size=self.hw, mode="bilinear", align_corners=False, antialias=True)
@@ -150,7 +159,7 @@ class SlotAttentionAutoEncoder(Model):
             mlp_hidden=cfg.mlp_hidden,
             qkv_bias=cfg.qkv_bias,
             eps=cfg.eps,
-            init="gaussian",
+            init=cfg.slot_init,
             implicit=cfg.implicit,
         )
         self.decoder = SpatialBroadcastDecoder(cfg)

@@ -1,10 +1,11 @@
 """Render test scenes to videos and frames (the ``render`` stage).
 
-The model's family draws the frames (``objdisc.models.family``): image models show each view of
-the scene as the model's picture (input, reconstruction, predicted and true segmentation, slots);
-scene models move the camera along a named path (``objdisc.render.motions``) and decode every
-frame in chunks of rays: colour, slot segmentation, and with ``fade`` a blend from colour into
-segmentation. Output per scene: ``scene_<id>/frames/<f>.png`` and ``scene_<id>.mp4``.
+The model's family renders (``objdisc.models.family``): image models make one video,
+``scenes.mp4``, of the chosen scenes one after another, each frame the model's picture of a view
+(input, reconstruction, predicted and true segmentation, each slot), frames in ``scenes/``; scene
+models move the camera along a named path (``objdisc.render.motions``) around each scene and
+decode every frame in chunks of rays (colour, slot segmentation, with ``fade`` a blend from colour
+into segmentation): ``scene_<id>.mp4`` and ``scene_<id>/frames/<f>.png``.
 """
 
 from __future__ import annotations
@@ -12,12 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from objdisc.config import DatasetConfig, RenderConfig
 from objdisc.data.loading import SceneDataset
 from objdisc.models.base import Model
-from objdisc.render.video import save_frames, write_mp4
 
 
 def render_scenes(
@@ -37,11 +36,5 @@ def render_scenes(
     if bad:
         raise ValueError(f"render.scene_ids {bad} out of range: the split has {len(dataset)} scenes")
     model.eval()
-    videos = []
-    for scene_id in tqdm(cfg.scene_ids, desc="render", unit="scene", disable=not progress):
-        with torch.no_grad():
-            frames, fps = model.family.render_frames(model, dataset, scene_id, data, cfg, device, step)
-        scene_dir = out_dir / f"scene_{scene_id}"
-        save_frames(scene_dir / "frames", frames)
-        videos.append(write_mp4(out_dir / f"scene_{scene_id}.mp4", frames, fps=fps, crf=cfg.crf))
-    return videos
+    with torch.no_grad():
+        return model.family.render(model, dataset, data, cfg, out_dir, device, step, progress)

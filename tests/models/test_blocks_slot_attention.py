@@ -88,7 +88,7 @@ def test_learned_init_is_permutation_equivariant() -> None:
         sa(x, num_slots=6)
 
 
-def test_implicit_gradient_flows_through_last_step_only() -> None:
+def test_implicit_gradient_flows_through_last_step_only_and_reaches_the_start() -> None:
     torch.manual_seed(0)
     implicit = SlotAttention(num_slots=3, input_dim=8, slot_dim=8, iters=3, implicit=True)
     x = torch.randn(2, 15, 8, requires_grad=True)
@@ -96,7 +96,7 @@ def test_implicit_gradient_flows_through_last_step_only() -> None:
     slots, _ = implicit(x)
     slots.square().sum().backward()
     grad_implicit = x.grad.clone()
-    assert implicit.slots_mu.grad is None and implicit.slots_log_sigma.grad is None
+    mu_grad = implicit.slots_mu.grad.clone()
 
     # Same weights, explicit: 3 iterations to the fixed point, detach, then one differentiated step.
     plain = copy.deepcopy(implicit)
@@ -105,10 +105,14 @@ def test_implicit_gradient_flows_through_last_step_only() -> None:
     torch.manual_seed(7)
     fixed, _ = plain(x)
     plain.iters = 1
-    last, _ = plain(x, slots=fixed.detach())
+    start = fixed.detach().requires_grad_()
+    last, _ = plain(x, slots=start)
     torch.testing.assert_close(last, slots)
     last.square().sum().backward()
     torch.testing.assert_close(x.grad, grad_implicit)
+    # The initial slots get the last step's gradient straight through (BO-QSA): the gradient of
+    # the mean μ is the sum over scenes and slots of the gradient at the last step's input.
+    torch.testing.assert_close(mu_grad, start.grad.sum(dim=(0, 1), keepdim=True))
 
     # Differentiating all iterations gives a different gradient.
     plain.iters = 4

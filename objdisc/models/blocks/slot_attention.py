@@ -10,7 +10,8 @@ The block is shared by every slot model in the package:
 * OSRT: ``init="learned"`` (fixed learned slots, no sampling), 1 iteration, MLP hidden 2·D.
 * ObSuRF: ``slot_self_attention=True`` (4-head attention among slots after the GRU), 5 iterations.
 * Implicit Slot Attention (Chang et al., 2022): ``implicit=True`` adds one update from the detached
-  fixed point, so the gradient flows through that last step only (first-order implicit gradient).
+  fixed point, so the gradient flows through that last step only (first-order implicit gradient);
+  the initial slots get it straight through (BO-QSA, Jia et al. 2023), so they learn too.
 """
 
 from __future__ import annotations
@@ -170,11 +171,14 @@ class SlotAttention(nn.Module):
         v = self.project_v(inputs)
         if self.implicit:
             # The iterations only find the fixed point; its gradient is approximated by
-            # differentiating one more update from the detached result.
+            # differentiating one more update from the detached result. The starting slots get
+            # that gradient straight through (BO-QSA, Jia et al. 2023): without it a learned (or
+            # gaussian) initialisation would never learn. The added term is exactly zero.
+            start = slots
             with torch.no_grad():
                 for _ in range(self.iters):
                     slots, attn = self.step(slots, k, v)
-            slots, attn = self.step(slots.detach(), k, v)
+            slots, attn = self.step(slots.detach() + (start - start.detach()), k, v)
         else:
             for _ in range(self.iters):
                 slots, attn = self.step(slots, k, v)
