@@ -153,6 +153,7 @@ class TrainConfig:
     val_batches: int = 4
     workers: int = 1  # DataLoader workers per process
     device: str = "auto"
+    threads: int = 0  # torch intra-op threads per process (0: torch's default, one per core)
 
     def __post_init__(self) -> None:
         # A bad value here would otherwise surface as a torch error without the key, a division by
@@ -163,7 +164,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        for name in ("warmup_steps", "decay_steps", "workers", "weight_decay", "grad_clip"):
+        for name in ("warmup_steps", "decay_steps", "workers", "weight_decay", "grad_clip", "threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:

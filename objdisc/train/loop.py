@@ -39,7 +39,7 @@ from objdisc.train.step import to_device, train_step
 
 CHECKPOINT = "checkpoints/last.pt"
 # Settings that may change between a run and its resumption: they do not change the weights.
-RESUMABLE = ("steps", "checkpoint_every", "log_every", "val_every", "val_batches", "workers", "device")
+RESUMABLE = ("steps", "checkpoint_every", "log_every", "val_every", "val_batches", "workers", "device", "threads")
 
 
 class RunMismatch(ValueError):
@@ -67,6 +67,8 @@ def train(
     simulate a kill between checkpoints).
     """
     run_dir = Path(run_dir)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     dist = distributed.setup(cfg.device)
     if cfg.batch_size % dist.world_size:
         raise ValueError(f"train.batch_size {cfg.batch_size} is not divisible by {dist.world_size} processes")
