@@ -158,6 +158,9 @@ def render(
     motion: Annotated[Optional[str], typer.Option(help="camera path (3D models): rotate, closeup, rotate_and_closeup, ...")] = None,
     fade: Annotated[Optional[bool], typer.Option("--fade/--no-fade", help="blend colour into segmentation")] = None,
     num_frames: Annotated[Optional[int], typer.Option(help="frames along the camera path")] = None,
+    slots: Annotated[
+        Optional[bool], typer.Option("--slots/--no-slots", help="add what each slot renders alone (ObSuRF, OSRT)")
+    ] = None,
 ) -> None:
     """Render chosen test scenes to mp4 + PNG frames under the run folder."""
     from objdisc import pipeline
@@ -172,7 +175,10 @@ def render(
     if num_frames is not None:
         overrides.append(f"render.num_frames={num_frames}")
     with exit_on_error():
-        for path in pipeline.render(_params(params, overrides)):
+        loaded = _params(params, overrides)
+        if slots is not None:  # set directly: a params file written before render.slots existed lacks the key
+            loaded.render.slots = slots
+        for path in pipeline.render(loaded):
             typer.echo(f"wrote {path}")
 
 

@@ -195,6 +195,7 @@ class RenderConfig:
     width: int = 0
     chunk_rays: int = 4096
     crf: int = 17
+    slots: bool = False  # 3D models: add what each slot renders alone (one panel per slot) to every frame
 
 
 @dataclass

@@ -93,6 +93,10 @@ class SceneModel(Model):
     ``decode`` returns a dict with ``rgb`` [B,P,3] and, where the model has them, ``masks``
     [B,P,K] (per-ray slot weights summing to 1) and ``depth`` [B,P]. Rendering calls ``decode`` in
     chunks of rays, so ``decode`` must treat rays independently.
+
+    Optional: ``decode_slots`` renders what each slot shows on its own (``objdisc render --slots``
+    adds one panel per slot to every frame); models whose slots can be rendered apart (ObSuRF,
+    OSRT) override it, ``has_slot_decoding()`` says whether a model does.
     """
 
     family: ClassVar[Family] = VIEWS
@@ -103,6 +107,21 @@ class SceneModel(Model):
 
     @abstractmethod
     def decode(self, latent, origins: Tensor, dirs: Tensor) -> dict[str, Tensor]: ...
+
+    def decode_slots(self, latent, origins: Tensor, dirs: Tensor) -> dict[str, Tensor]:
+        """What each of the S slots renders on its own, for rays origins / dirs [B,P,3]: ``rgb``
+        [B,P,S,3] in [0, 1] and, where a slot alone has a coverage, ``alpha`` [B,P,S] (the colour
+        is then not premultiplied: a picture shows rgb·alpha + background·(1 − alpha)). How the
+        slot renders combine into ``decode``'s render is the model's composition rule (its
+        ``decode_slots`` docstring says). Rays independent, like ``decode``."""
+        raise NotImplementedError(
+            f"model {type(self).__name__} cannot render its slots one by one (it has no decode_slots)"
+        )
+
+    @classmethod
+    def has_slot_decoding(cls) -> bool:
+        """Whether the model overrides ``decode_slots``."""
+        return cls.decode_slots is not SceneModel.decode_slots
 
 
 __all__ = ["Model", "ModelOutput", "SceneModel", "data_input"]

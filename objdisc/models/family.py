@@ -136,6 +136,11 @@ class ImageFamily(Family):
         from objdisc.data.transforms import image_sample
         from objdisc.render.video import save_frames, write_mp4
 
+        if cfg.slots:
+            raise ValueError(
+                f"render.slots: model {type(model).__name__} renders 2D pictures, which already show each slot; "
+                f"set render.slots to false"
+            )
         frames = []
         for scene_id in tqdm(cfg.scene_ids, desc="render", unit="scene", disable=not progress):
             scene = dataset.scene(scene_id)
@@ -160,11 +165,14 @@ def views_transform(scene: Scene, generator: torch.Generator | None, *, cfg) -> 
     return make_views_sample(scene, cfg, generator if generator is not None else torch.Generator().manual_seed(0))
 
 
-def decode_chunked(model, latent: Any, origins: Tensor, dirs: Tensor, chunk: int) -> dict[str, Tensor]:
-    """``model.decode`` over [B,P,3] rays in chunks of ``chunk`` rays, concatenated along P."""
+def decode_chunked(decode, latent: Any, origins: Tensor, dirs: Tensor, chunk: int) -> dict[str, Tensor]:
+    """``decode(latent, origins, dirs)`` over [B,P,3] rays in chunks of ``chunk`` rays, concatenated
+    along P. ``decode`` is a scene model's ``decode`` or ``decode_slots`` (or a model, meaning its
+    ``decode``)."""
+    decode = getattr(decode, "decode", decode)
     parts: dict[str, list[Tensor]] = {}
     for start in range(0, origins.shape[1], chunk):
-        out = model.decode(latent, origins[:, start : start + chunk], dirs[:, start : start + chunk])
+        out = decode(latent, origins[:, start : start + chunk], dirs[:, start : start + chunk])
         for key, value in out.items():
             parts.setdefault(key, []).append(value)
     return {key: torch.cat(values, dim=1) for key, values in parts.items()}
@@ -213,7 +221,7 @@ class ViewsFamily(Family):
 
     def run(self, model: Model, batch: dict[str, Tensor], step: int, chunk_rays: int) -> ModelOutput:
         latent = model.encode(batch)
-        rendered = decode_chunked(model, latent, batch["target_camera_pos"], batch["target_rays"], chunk_rays)
+        rendered = decode_chunked(model.decode, latent, batch["target_camera_pos"], batch["target_rays"], chunk_rays)
         err = ((rendered["rgb"].float() - batch["target_pixels"]) ** 2).mean()
         return ModelOutput(loss=err, losses={"mse": err}, recon=rendered["rgb"], masks=rendered.get("masks"))
 
@@ -257,6 +265,8 @@ class ViewsFamily(Family):
         """Per scene, ``scene_<id>.mp4`` and its frames in ``scene_<id>/frames/``."""
         from objdisc.render.video import save_frames, write_mp4
 
+        if cfg.slots:
+            self.check_slot_decoding(model)
         videos = []
         for scene_id in tqdm(cfg.scene_ids, desc="render", unit="scene", disable=not progress):
             frames = self.camera_frames(model, dataset, scene_id, cfg, device)
@@ -264,14 +274,45 @@ class ViewsFamily(Family):
             videos.append(write_mp4(out_dir / f"scene_{scene_id}.mp4", frames, fps=cfg.fps, crf=cfg.crf))
         return videos
 
+    @staticmethod
+    def check_slot_decoding(model: Model) -> None:
+        """``ValueError`` naming the model unless it can render its slots apart (``decode_slots``)."""
+        if not getattr(model, "has_slot_decoding", lambda: False)():
+            raise ValueError(
+                f"render.slots: model {type(model).__name__} cannot render its slots one by one (it has no "
+                "decode_slots; ObSuRF and OSRT have); set render.slots to false"
+            )
+
+    @staticmethod
+    def slot_panels(model: Model, latent: Any, origins: Tensor, dirs: Tensor, masks: Tensor | None, chunk: int,
+                    height: int, width: int) -> list[np.ndarray]:
+        """One uint8 [H,W,3] picture per slot of what it renders alone (``decode_slots``), over
+        white: with the slot's own ``alpha`` where the model gives one, else under its weight in
+        the full render (``masks`` [P,S]), as the 2D pictures show each slot."""
+        out = decode_chunked(model.decode_slots, latent, origins, dirs, chunk)
+        rgb = out["rgb"][0].float().clamp(0, 1).cpu()  # [P,S,3]
+        if "alpha" in out:
+            alpha = out["alpha"][0].float().clamp(0, 1).cpu()
+        elif masks is not None:
+            alpha = masks.float().cpu()
+        else:
+            alpha = torch.ones(rgb.shape[:2])
+        shown = rgb * alpha[..., None] + (1.0 - alpha[..., None])
+        return [
+            np.round(shown[:, s].reshape(height, width, 3).numpy() * 255).astype(np.uint8) for s in range(rgb.shape[1])
+        ]
+
     @torch.no_grad()
     def camera_frames(self, model: Model, dataset: SceneDataset, scene_id: int, cfg: RenderConfig, device) -> list[np.ndarray]:
         """The camera moves along ``cfg.motion`` around the scene; the input views are encoded once
         and each frame is decoded in chunks of rays: colour, slot segmentation, and with ``fade``
-        a blend from colour into segmentation."""
+        a blend from colour into segmentation; with ``slots`` one more panel per slot, what the
+        slot renders alone (``slot_panels``)."""
         from objdisc.data.views import make_render_rays
         from objdisc.render.motions import camera_path, ease_fade
 
+        if cfg.slots:
+            self.check_slot_decoding(model)
         sample = dataset[(scene_id, 0)]
         batch = {k: v[None].to(device) if torch.is_tensor(v) else v for k, v in sample.items()}
         torch.manual_seed(0)
@@ -290,10 +331,11 @@ class ViewsFamily(Family):
         for f in range(cfg.num_frames):
             pose = torch.from_numpy(poses[f]).float().to(device)
             origins, dirs = make_render_rays(pose, torch.from_numpy(ks[f]).float().to(device), height, width, transform)
-            out = decode_chunked(model, latent, origins.reshape(1, -1, 3), dirs.reshape(1, -1, 3), cfg.chunk_rays)
+            out = decode_chunked(model.decode, latent, origins.reshape(1, -1, 3), dirs.reshape(1, -1, 3), cfg.chunk_rays)
             rgb = out["rgb"][0].float().clamp(0, 1).reshape(height, width, 3).cpu().numpy()
             colour = np.round(rgb * 255).astype(np.uint8)
             panels = [input_image, colour]
+            labels = ["input", "render"]
             if "masks" in out:
                 weights = out["masks"][0].float().cpu()
                 seg = viz.colorize_ids((weights.argmax(-1) + 1).reshape(height, width), weights.shape[-1] + 1)
@@ -301,7 +343,15 @@ class ViewsFamily(Family):
                     a = float(ease_fade(f / max(cfg.num_frames - 1, 1)))
                     panels[1] = np.round((1 - a) * colour + a * seg).astype(np.uint8)
                 panels.append(seg)
-            frames.append(viz.image_grid([panels], labels=["input", "render", "segmentation"][: len(panels)]))
+                labels.append("segmentation")
+            if cfg.slots:
+                slots = self.slot_panels(
+                    model, latent, origins.reshape(1, -1, 3), dirs.reshape(1, -1, 3),
+                    out["masks"][0] if "masks" in out else None, cfg.chunk_rays, height, width,
+                )
+                panels += slots
+                labels += [f"slot {s}" for s in range(len(slots))]
+            frames.append(viz.image_grid([panels], labels=labels))
         return frames
 
 

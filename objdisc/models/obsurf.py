@@ -30,7 +30,8 @@ usually with a separate fine decoder.
 ``decode`` renders rays as the paper's evaluation does: 224 coarse + 224 fine deterministic
 samples in [0.035, 30], far clipped where the ray meets z = −0.1 and density 0 below it,
 surface-density compositing; the segmentation of a ray is Σᵢ wᵢ·σₛ,ᵢ/σᵢ. It chunks rays
-(``render_chunk``, on any device) and every ray is independent.
+(``render_chunk``, on any device) and every ray is independent. ``decode_slots`` renders every
+slot's field alone the same way (the render script's per-slot renders, ``objdisc render --slots``).
 
 Fixes of the reference (models.md §5): the configured number of target rays is honoured (quirk 6,
 it lives in the views config), ``use_pixel_features=False`` really switches pixel features off
@@ -49,14 +50,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from objdisc.geometry import clip_far, positional_encoding
+from objdisc.geometry import positional_encoding
 from objdisc.models.base import ModelOutput, SceneModel, data_input
 from objdisc.models.blocks.nerf import (
     alpha_composite,
-    importance_depths,
-    merge_depths,
     over_background,
-    stratified_depths,
+    render_along_rays,
     surface_density_composite,
 )
 from objdisc.models.blocks.resnet import ResNet
@@ -349,7 +348,8 @@ class ObSuRF(SceneModel):
         self, latent: dict[str, Tensor], origins: Tensor, dirs: Tensor, depths: Tensor, fine: bool
     ) -> dict[str, Tensor]:
         """The field at samples ``depths`` [B,P,T] along rays: ``density`` [B,P,T] (0 at or below
-        min_z), ``colour`` [B,P,T,3], ``fractions`` [B,P,T,S] (σₛ/σ)."""
+        min_z), ``colour`` [B,P,T,3], ``masks`` [B,P,T,S] (the slot fractions σₛ/σ; composited
+        with the rendering weights they are the ray's segmentation)."""
         b, p, t = depths.shape
         points = origins[:, :, None].float() + dirs[:, :, None].float() * depths[..., None]
         ray_dirs = dirs[:, :, None].expand(b, p, t, 3).reshape(b, p * t, 3)
@@ -359,7 +359,7 @@ class ObSuRF(SceneModel):
         return {
             "density": out["density"].reshape(b, p, t) * above,
             "colour": out["colour"].reshape(b, p, t, 3),
-            "fractions": fractions,
+            "masks": fractions,
         }
 
     def _render(
@@ -375,27 +375,15 @@ class ObSuRF(SceneModel):
         surface: bool,
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Coarse samples, importance samples from the coarse weights, composite both together
-        (coarse values from the coarse decoder, fine ones from the fine decoder). Returns the
-        (fine, coarse) composites, each with ``rgb``, ``depth``, ``weights``, ``alpha``, ``masks``."""
-        composite = surface_density_composite if surface else alpha_composite
-        far_t = clip_far(origins.float(), dirs.float(), far, self.cfg.min_z).clamp_min(near + 1e-3)
-        t_coarse = stratified_depths(near, far_t, num_coarse, deterministic)
-        coarse = self._along_rays(latent, origins, dirs, t_coarse, fine=False)
-        coarse_out = composite(coarse["density"], coarse["colour"], t_coarse)
-        coarse_out["masks"] = (coarse_out["weights"][..., None] * coarse["fractions"]).sum(dim=-2)
-        if num_fine < 1:
-            return coarse_out, coarse_out
-        t_fine = importance_depths(t_coarse, coarse_out["weights"], near, num_fine, deterministic)
-        fine = self._along_rays(latent, origins, dirs, t_fine, fine=True)
-        t_all, order = merge_depths(t_coarse, t_fine)
-        density = torch.cat([coarse["density"], fine["density"]], dim=-1).gather(-1, order)
-        colour = torch.cat([coarse["colour"], fine["colour"]], dim=-2)
-        colour = colour.gather(-2, order[..., None].expand_as(colour))
-        fractions = torch.cat([coarse["fractions"], fine["fractions"]], dim=-2)
-        fractions = fractions.gather(-2, order[..., None].expand_as(fractions))
-        out = composite(density, colour, t_all)
-        out["masks"] = (out["weights"][..., None] * fractions).sum(dim=-2)
-        return out, coarse_out
+        (coarse values from the coarse decoder, fine ones from the fine decoder), far clipped at
+        z = min_z (``objdisc.models.blocks.nerf.render_along_rays``). Returns the (fine, coarse)
+        composites, each with ``rgb``, ``depth``, ``weights``, ``alpha``, ``masks``."""
+        return render_along_rays(
+            lambda depths, fine: self._along_rays(latent, origins, dirs, depths, fine),
+            origins, dirs, near, far, num_coarse, num_fine, deterministic,
+            composite=surface_density_composite if surface else alpha_composite,
+            min_z=self.cfg.min_z,
+        )
 
     def decode(self, latent: dict[str, Tensor], origins: Tensor, dirs: Tensor) -> dict[str, Tensor]:
         """Evaluation rendering of rays origins / dirs [B,P,3]: ``rgb`` [B,P,3] (colour of the
@@ -411,6 +399,20 @@ class ObSuRF(SceneModel):
             )
             parts.append({k: out[k] for k in ("rgb", "depth", "masks", "alpha")})
         return {k: torch.cat([p[k] for p in parts], dim=1) for k in parts[0]}
+
+    def decode_slots(self, latent: dict[str, Tensor], origins: Tensor, dirs: Tensor) -> dict[str, Tensor]:
+        """Each slot rendered alone, as ObSuRF's render script draws its ``slot_renders``: the
+        scene function of slot s by itself (σₛ, cₛ; pixel features shared) rendered like ``decode``
+        (its own importance samples, surface-density compositing). Returns ``rgb`` [B,P,S,3] (the
+        slot's surface colour, not premultiplied), ``alpha`` [B,P,S] and ``depth`` [B,P,S].
+
+        Composition rule: at every point the scene is the density-weighted mixture of the slots,
+        σ = Σₛ σₛ, c = Σₛ σₛcₛ/σ. So where slots do not overlap along a ray (one slot holds all
+        the density on it), the full render is that slot's render: α = Σₛ αₛ and
+        rgb·α = Σₛ rgbₛ·αₛ; where they do, occlusion makes the full render no sum of these."""
+        slots = latent["slots"]
+        parts = [self.decode({**latent, "slots": slots[:, s : s + 1]}, origins, dirs) for s in range(slots.shape[1])]
+        return {key: torch.stack([p[key] for p in parts], dim=2) for key in ("rgb", "alpha", "depth")}
 
     # ----------------------------------------------------------------------------------------
     # Training

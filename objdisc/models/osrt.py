@@ -15,7 +15,8 @@ Slot Mixer decoder, per target ray:
 
 Only one slot mix per ray is rendered, so decoding cost does not grow with S. The alternative
 ``spatial_broadcast`` decoder renders every (ray, slot) pair and mixes the colours with a softmax
-over per-slot logits. Loss: MSE on the target rays; ARI of ``masks`` is for logging only.
+over per-slot logits. ``decode_slots`` renders each slot alone (all of a ray's weight on it), for
+``objdisc render --slots``. Loss: MSE on the target rays; ARI of ``masks`` is for logging only.
 
 Initialisation (unless ``use_default_init``): JAX-style truncated normal for attention and Slot
 Attention projections, ViT-style for the transformer feed-forward layers, Xavier-uniform with zero
@@ -132,6 +133,18 @@ class SlotMixerDecoder(nn.Module):
         rgb = torch.sigmoid(self.render_mlp(torch.cat([slot_mix, q.to(slot_mix.dtype)], dim=-1)).float())
         return rgb, weights
 
+    def slot_colours(self, slots: Tensor, origins: Tensor, dirs: Tensor) -> Tensor:
+        """[B,P,S,3]: the render MLP on [slot s, q] for every slot, i.e. the colour with all of
+        the ray's mixing weight on slot s (the allocation transformer is not needed). One slot
+        at a time, so memory stays that of one render (OSRT's render MLP is 1536 wide)."""
+        q = self.query_mlp(self.query_encoder(origins, dirs))  # [B,P,Q]
+        b, p = q.shape[:2]
+        colours = [
+            self.render_mlp(torch.cat([slot[:, None].expand(b, p, -1), q.to(slot.dtype)], dim=-1))
+            for slot in slots.unbind(dim=1)
+        ]
+        return torch.sigmoid(torch.stack(colours, dim=2).float())
+
 
 class SpatialBroadcastDecoder(nn.Module):
     """Every (ray, slot) pair → MLP → (logit, RGB); colours mixed by a softmax over slots."""
@@ -154,6 +167,13 @@ class SpatialBroadcastDecoder(nn.Module):
         weights = out[..., 0].softmax(dim=-1)
         rgb = (weights[..., None] * torch.sigmoid(out[..., 1:])).sum(dim=2)
         return rgb, weights
+
+    def slot_colours(self, slots: Tensor, origins: Tensor, dirs: Tensor) -> Tensor:
+        """[B,P,S,3]: each (ray, slot) pair's colour, before the softmax mixture."""
+        q = self.query_encoder(origins, dirs)
+        b, p, s = q.shape[0], q.shape[1], slots.shape[1]
+        pairs = torch.cat([q[:, :, None].expand(b, p, s, -1), slots[:, None].expand(b, p, s, -1).to(q.dtype)], dim=-1)
+        return torch.sigmoid(self.render_mlp(pairs)[..., 1:].float())
 
 
 class OSRT(SceneModel):
@@ -213,6 +233,15 @@ class OSRT(SceneModel):
         """slots [B,S,D], origins / dirs [B,P,3] → ``rgb`` [B,P,3], ``masks`` [B,P,S] (sum 1 over S)."""
         rgb, weights = self.decoder(latent, origins, dirs)
         return {"rgb": rgb, "masks": weights}
+
+    def decode_slots(self, latent: Tensor, origins: Tensor, dirs: Tensor) -> dict[str, Tensor]:
+        """``rgb`` [B,P,S,3]: what each slot renders alone, the ray's colour with all of its weight
+        on that slot (no ``alpha``: a slot alone fills the view; pictures mask it with ``masks``).
+
+        Composition rule: ``spatial_broadcast`` mixes colours, rgb = Σₛ masksₛ·rgbₛ exactly; the
+        Slot Mixer mixes slot *latents* before its render MLP, so rgb equals the slot render of
+        the ray's winning slot only where the mixing weights are one-hot."""
+        return {"rgb": self.decoder.slot_colours(latent, origins, dirs)}
 
     def forward(self, batch: dict[str, Tensor], step: int = 0) -> ModelOutput:
         slots = self.encode(batch)

@@ -5,8 +5,9 @@ A motion maps the base camera and a normalised time t ∈ [0,1] to the camera of
 convention (OpenCV cam2world, world up +z, see ``objdisc.geometry``). The references describe
 cameras by a position and a level look-at orientation (their ``get_extrinsic``); here that is
 ``geometry.look_at``. Their base camera always looks at the origin; motions that only move the
-camera (``rotate``, ``zoom``, ``static``) keep whatever orientation the given camera has, motions
-that aim it (the closeups, ``eyeroll``) use the given camera's position only.
+camera or change its lens (``rotate``, ``zoom``, ``zoom2d``, ``static``) keep whatever orientation
+the given camera has, motions that aim it (the closeups, ``eyeroll``) use the given camera's
+position only.
 """
 
 from __future__ import annotations
@@ -179,6 +180,42 @@ def obsurf_rotate_and_closeup(
     return rotate(c2w, k, t)
 
 
+# ObSuRF's 2D zoom: the sampling grid's half-size (image = [−0.5, 0.5]²) shrinks 0.5 → 0.1 (÷ 5)
+# around a centre offset by 1/128 (half a pixel of the 64×64 grid its 2D models are trained on).
+ZOOM2D_HALF_SIZE = (0.5, 0.1)
+ZOOM2D_OFFSET = 1.0 / 128.0
+
+
+def zoom2d(cam2world: np.ndarray, intrinsics: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
+    """ObSuRF's ``zoom2d`` for a camera: a fixed camera whose picture zooms into the image.
+
+    ObSuRF's render script zooms its 2D models by shrinking the grid of query points over the image
+    square [−0.5, 0.5]²: half-size 0.5 → 0.1, offset 1/128, rendered at 256 × 256 (rendering.md §2
+    gives no more than these three numbers). Read here as: at time t the frame shows the window of
+    the original image with half-size h = lerp(0.5, 0.1, t) (fractions of the image side), centred
+    at (0.5 + 1/128, 0.5 + 1/128) of the image (x right, y down) instead of its middle, i.e. the
+    grid [−h, h]² shifted by 1/128, half a pixel of the 64 × 64 grid ObSuRF's 2D models are trained
+    on. In camera terms: focal lengths × 0.5/h (× 5 at the end, exactly the sensor ratio of
+    ``zoom``, so zoom2d is ``zoom`` aimed 1/128 of the image off-centre) and the principal point
+    moved so that the window's centre lands on the image centre. The image size is taken as twice
+    the principal point (cameras centred on the image, as every dataset here has). The window
+    shrinks with the raw frame index, like the references' zoom (fade not applied), and it is
+    the camera's resolution, not a fixed 256 × 256, that the frame is rendered at
+    (``render.height/width``). ObSuRF's 2D models (images without cameras) are rendered by the
+    image family and have no camera to move; this is the zoom for the scene models.
+    """
+    k = np.array(intrinsics, dtype=np.float64)
+    start, end = ZOOM2D_HALF_SIZE
+    scale = start / lerp(start, end, t)  # magnification 0.5 / h
+    for axis in (0, 1):  # x (columns) and y (rows)
+        centre = k[axis, 2]  # image centre, = size / 2
+        window_centre = centre + ZOOM2D_OFFSET * 2.0 * centre  # pixel of the window's centre
+        k[axis, axis] *= scale
+        k[axis, 2] = centre + scale * (centre - window_centre)
+    k[0, 1] *= scale  # skew scales with the focal lengths
+    return np.array(cam2world, dtype=np.float64), k
+
+
 MOTIONS: dict[str, Motion] = {
     "rotate": rotate,
     "zoom": zoom,
@@ -190,10 +227,11 @@ MOTIONS: dict[str, Motion] = {
     "zoom3d": zoom,  # ObSuRF's name for zoom
     "obsurf_closeup": obsurf_closeup,
     "obsurf_rotate_and_closeup": obsurf_rotate_and_closeup,
+    "zoom2d": zoom2d,
 }
 
-# The references shrink the sensor with the raw frame index, ignoring --fade.
-UNFADED = frozenset({"zoom", "zoom3d"})
+# The references shrink the sensor with the raw frame index, ignoring --fade (zoom2d likewise).
+UNFADED = frozenset({"zoom", "zoom3d", "zoom2d"})
 
 
 def camera_path(

@@ -186,3 +186,183 @@ def test_presets_include_the_paper_configs():
     assert {"nmr", "msn", "clevr3d", "isrt-msn"} <= set(PRESETS)
     with pytest.raises(ValueError, match="unknown SRT preset"):
         SRT.from_preset("nope")
+
+
+# ---------------------------------------------------------------------------------------------
+# V-SRT: the SRT encoder with the NeRF decoder (models.md §3.3; §5 quirk 1: kv = encoder width)
+
+
+def vsrt(**overrides) -> SRT:
+    return SRT(replace(PRESETS["vsrt-cpu"], **overrides))
+
+
+def test_vsrt_decoder_parameter_count():
+    """The decoder at the paper's size, from the architecture (d = 90 point features, inner width
+    12 × 64 = 768, kv = the encoder width 768, MLP 1536, heads 128 wide):
+
+    per transformer layer   LayerNorm 2·90                       180
+                            to_q 90·768 (no bias)             69,120
+                            to_kv 768·(2·768) (no bias)    1,179,648
+                            to_out 768·90 + 90                69,210
+                            LayerNorm 2·90                       180
+                            FF 90·1536 + 1536 + 1536·90 + 90 278,106
+                                                           ---------
+                                                           1,596,444  × depth 2 = 3,192,888
+    colour head   90·128 + 128 + 128·3 + 3                    12,035
+    density head  90·128 + 128 + 128·1 + 1                    11,777
+                                                           ---------
+                                                           3,216,700
+    The whole V-SRT is SRT's encoder (69,885,600) plus this decoder.
+    """
+    layer = 180 + 90 * 768 + 768 * 2 * 768 + (768 * 90 + 90) + 180 + (90 * 1536 + 1536 + 1536 * 90 + 90)
+    assert layer == 1_596_444
+    heads = (90 * 128 + 128 + 128 * 3 + 3) + (90 * 128 + 128 + 128 + 1)
+    for preset in ("vsrt-nmr", "vsrt-clevr3d"):
+        with torch.device("meta"):
+            model = SRT.from_preset(preset)
+        assert count(model.decoder.transformer) == 2 * layer == 3_192_888
+        assert count(model.decoder) == 2 * layer + heads == 3_216_700
+        assert count(model.encoder) == 69_885_600 and count(model) == 73_102_300
+        assert model.decoder.transformer.layers[0].attn.to_kv.in_features == 768  # kv = encoder width
+
+
+def test_vsrt_presets_are_the_reference_configs():
+    for preset, near, far in (("vsrt-nmr", 2.0, 4.0), ("vsrt-clevr3d", 0.035, 35.0)):
+        cfg = PRESETS[preset]
+        assert (cfg.variant, cfg.decoder, cfg.num_conv_blocks, cfg.encoder_depth) == ("srt", "nerf", 4, 10)
+        assert (cfg.nerf_near, cfg.nerf_far, cfg.nerf_min_z) == (near, far, None)
+        assert (cfg.nerf_coarse, cfg.nerf_fine, cfg.nerf_hidden, cfg.decoder_depth) == (128, 64, 128, 2)
+        assert (cfg.pos_octaves, cfg.pos_start_octave) == (15, -5)
+    with pytest.raises(ValueError, match="near"):
+        SRTConfig(decoder="nerf", nerf_near=5.0, nerf_far=4.0)
+    with pytest.raises(ValueError, match="nerf_coarse"):
+        SRTConfig(decoder="nerf", nerf_coarse=1)
+    with pytest.raises(ValueError, match="'lightfield', 'isrt' or 'nerf'"):
+        SRTConfig(decoder="volume")
+
+
+def test_vsrt_paper_architecture_forward_on_a_tiny_input():
+    """The paper-size model (materialised from meta, PyTorch's default init) on 2 rays of a
+    32×32 view: 128 + 64 samples per ray through the 90-wide cross-attention decoder."""
+    with torch.device("meta"):
+        model = SRT.from_preset("vsrt-nmr")
+    model = materialise(model).eval()
+    batch = views_batch(scenes=1, rays=2, input_views=1, height=32, width=32)
+    with torch.no_grad():
+        latent = model.encode(batch)
+        fine, coarse = model.decoder.render(latent, batch["target_camera_pos"], batch["target_rays"], True)
+    assert fine["weights"].shape == (1, 2, 192) and coarse["weights"].shape == (1, 2, 128)
+    assert fine["rgb"].shape == (1, 2, 3) and torch.isfinite(fine["rgb"]).all()
+
+
+def test_vsrt_training_step_shapes_and_every_parameter():
+    torch.manual_seed(0)
+    model = vsrt()
+    batch = views_batch(scenes=2, rays=64, input_views=2)
+    start = time.perf_counter()
+    out = model(batch)
+    out.loss.backward()
+    assert time.perf_counter() - start < 10.0  # ~0.3 s on an idle core; slack for a shared machine
+    assert out.recon.shape == (2, 64, 3) and out.masks is None and out.slots is None
+    assert out.recon.min() >= 0 and out.recon.max() <= 1 + 1e-6
+    assert set(out.losses) == {"mse", "coarse_mse", "psnr"}
+    # The loss is the fine MSE plus the coarse MSE.
+    torch.testing.assert_close(out.loss.detach(), out.losses["mse"] + out.losses["coarse_mse"])
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+    model.eval()
+    with torch.no_grad():
+        dec = model.decode(model.encode(batch), batch["target_camera_pos"], batch["target_rays"])
+    assert dec["rgb"].shape == (2, 64, 3) and dec["depth"].shape == (2, 64) and dec["alpha"].shape == (2, 64)
+    assert ((dec["alpha"] >= 0) & (dec["alpha"] <= 1)).all()
+    cfg = model.cfg
+    assert (dec["depth"] >= 0).all() and (dec["depth"] <= cfg.nerf_far + 1e-3).all()
+
+
+def test_vsrt_decode_treats_rays_independently():
+    """Evaluation samples deterministically, so chunked = whole: in ``decode``'s own chunks
+    (``nerf_chunk``) and in the render loop's (``decode_chunked``), and any ray order."""
+    from objdisc.models.family import decode_chunked
+
+    torch.manual_seed(0)
+    model = vsrt().eval()
+    batch = views_batch(scenes=2, rays=40)
+    o, d = batch["target_camera_pos"], batch["target_rays"]
+    with torch.no_grad():
+        latent = model.encode(batch)
+        whole = model.decode(latent, o, d)
+        loop = decode_chunked(model, latent, o, d, chunk=9)
+        model.cfg.nerf_chunk = 7
+        inner = model.decode(latent, o, d)
+        flipped = model.decode(latent, o.flip(1), d.flip(1))
+    for key in ("rgb", "depth", "alpha"):
+        torch.testing.assert_close(loop[key], whole[key], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(inner[key], whole[key], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(flipped[key].flip(1), whole[key], atol=1e-5, rtol=1e-5)
+
+
+def test_vsrt_compositing_invariants():
+    """Weights are non-negative, sum to alpha ≤ 1; where the density is zero the render is the
+    white background (alpha 0, depth 0)."""
+    torch.manual_seed(0)
+    model = vsrt()
+    batch = views_batch(scenes=1, rays=32)
+    o, d = batch["target_camera_pos"], batch["target_rays"]
+    with torch.no_grad():
+        latent = model.encode(batch)
+        for deterministic in (False, True):
+            fine, coarse = model.decoder.render(latent, o, d, deterministic)
+            for out in (fine, coarse):
+                total = out["weights"].sum(-1)
+                assert (out["weights"] >= 0).all() and (total <= 1 + 1e-6).all()
+                torch.testing.assert_close(total, out["alpha"], atol=1e-5, rtol=0)
+        last = model.decoder.density_head[-1]
+        last.weight.zero_()
+        last.bias.fill_(-80.0)  # softplus(−80) ≈ 2e-35: no density anywhere
+        empty = model.eval().decode(latent, o, d)
+    torch.testing.assert_close(empty["rgb"], torch.ones(1, 32, 3), atol=1e-6, rtol=0)
+    assert empty["alpha"].abs().max() < 1e-6 and empty["depth"].abs().max() < 1e-4
+
+
+def test_vsrt_loss_decreases_on_a_tiny_batch():
+    torch.manual_seed(0)
+    model = vsrt(encoder_depth=1, decoder_depth=1)
+    batch = views_batch(scenes=1, rays=64)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        out = model(batch)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(out.loss.item())
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < 0.75 * first, losses[::5]  # about 0.63 over seeds 0-2
+
+
+def test_vsrt_samples_stop_at_min_z():
+    """With ``nerf_min_z`` the samples end where the ray meets that plane."""
+    torch.manual_seed(0)
+    model = vsrt(nerf_min_z=0.0, nerf_near=0.5, nerf_far=50.0).eval()
+    seen = []
+    field = model.decoder.field
+    model.decoder.field = lambda latents, points: (seen.append(points), field(latents, points))[1]
+    origins = torch.tensor([[[0.0, 0.0, 4.0], [1.0, 2.0, 6.0]]])
+    dirs = torch.nn.functional.normalize(torch.tensor([[[0.0, 0.6, -0.8], [0.0, 0.0, -1.0]]]), dim=-1)
+    with torch.no_grad():
+        latent = torch.randn(1, 5, model.cfg.latent_dim)
+        model.decode(latent, origins, dirs)
+    points = torch.cat(seen, dim=1)
+    assert points.shape[1] == 2 * (model.cfg.nerf_coarse + model.cfg.nerf_fine)
+    assert points[..., 2].min() >= -1e-4  # nothing below the plane z = 0
+    assert points[..., 2].min() < 0.5  # and the samples reach down to it
+
+
+def test_vsrt_bf16_autocast_runs():
+    torch.manual_seed(0)
+    model = vsrt()
+    batch = views_batch(scenes=1, rays=16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(batch)
+    out.loss.backward()
+    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)

@@ -141,3 +141,43 @@ def test_camera_path_timing_fade_and_dtype(camera):
 def test_unknown_motion_lists_known(camera):
     with pytest.raises(ValueError, match="rotate_and_closeup"):
         camera_path(*camera, "spin", 3)
+
+
+def project(c2w, k, point):
+    """Pixel (u, v) of a world point seen by an OpenCV camera."""
+    cam = (np.linalg.inv(c2w) @ [*point, 1.0])[:3]
+    return (k @ (cam / cam[2]))[:2]
+
+
+def test_zoom2d_shrinks_the_window_around_the_offset_centre(camera):
+    """ObSuRF's zoom2d: the window of the image, half-size 0.5 → 0.1 of its side, centred 1/128 of
+    the side right of and below the middle, fills the frame; the camera does not move."""
+    c2w, k = camera  # 32 × 24 image, principal point (16, 12)
+    size = np.array([32.0, 24.0])
+    zoom2d = MOTIONS["zoom2d"]
+    for t, half in ((0.0, 0.5), (0.5, 0.3), (1.0, 0.1)):
+        out, k_out = zoom2d(c2w, k, t)
+        np.testing.assert_array_equal(out, c2w)
+        np.testing.assert_allclose(np.diag(k_out)[:2] / np.diag(k)[:2], [0.5 / half] * 2)
+        # The window's centre and corners (as pixels of the original image) land on the frame's
+        # centre and corners: the same world points, seen through both cameras.
+        for corner in ((0, 0), (-1, -1), (1, 1), (1, -1)):
+            original = size * (0.5 + 1 / 128 + half * np.array(corner, dtype=np.float64))
+            ray = np.linalg.solve(k, [*original, 1.0])
+            point = c2w[:3, :3] @ ray * 7.0 + c2w[:3, 3]  # any depth along the pixel's ray
+            np.testing.assert_allclose(project(out, k_out, point), size * (0.5 + 0.5 * np.array(corner)), atol=1e-9)
+    # Already shifted by the offset at t = 0: half a pixel at 64 wide, i.e. 1/128 of any side.
+    _, k0 = zoom2d(c2w, k, 0.0)
+    np.testing.assert_allclose(k0[:2, 2], k[:2, 2] - size / 128)
+
+
+def test_zoom2d_is_zoom_off_centre_and_ignores_the_fade(camera):
+    c2w, k = camera
+    for t in (0.1, 0.6, 0.99):
+        focal = [0, 1], [0, 1]
+        np.testing.assert_allclose(MOTIONS["zoom2d"](c2w, k, t)[1][focal], MOTIONS["zoom"](c2w, k, t)[1][focal])
+    assert "zoom2d" in UNFADED
+    _, plain = camera_path(c2w, k, "zoom2d", 10)
+    _, faded = camera_path(c2w, k, "zoom2d", 10, fade=True)
+    np.testing.assert_array_equal(plain, faded)
+    np.testing.assert_allclose(plain[5, 0, 0] / k[0, 0], 0.5 / 0.3)  # t = 0.5

@@ -10,14 +10,22 @@ weights. Compositing, two ways:
   normalised over the samples (so the colour is that of the first surface even where the density
   never saturates); alpha = 1 − exp(−Σ σδ).
 
+``render_along_rays`` puts the pieces together as NeRF's hierarchical sampling (coarse samples,
+importance samples from their weights, one composite of both), for any scene function: V-SRT's
+NeRF decoder and ObSuRF both render through it.
+
 Everything runs in float32 (also under bf16 autocast): exponentials of cumulative sums and
 normalisations lose too much in 8 mantissa bits. Per-ray operations only, so rays can be chunked.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
+
+from objdisc.geometry import clip_far
 
 
 def stratified_depths(near: float, far: Tensor, num_samples: int, deterministic: bool) -> Tensor:
@@ -120,3 +128,65 @@ def surface_density_composite(density: Tensor, colour: Tensor, depths: Tensor) -
 def over_background(rgb: Tensor, alpha: Tensor, background: float = 1.0) -> Tensor:
     """Premultiplied colour [..., C] composited over a constant background (NeRF's white)."""
     return rgb + (1.0 - alpha[..., None]) * background
+
+
+Composite = Callable[[Tensor, Tensor, Tensor], dict[str, Tensor]]
+Field = Callable[[Tensor, bool], dict[str, Tensor]]
+
+
+def _composite_with_extras(composite: Composite, values: dict[str, Tensor], depths: Tensor) -> dict[str, Tensor]:
+    """``composite`` of ``values["density"]`` / ``values["colour"]``; every other per-sample value
+    [..., T, D] is summed with the compositing weights, Σᵢ wᵢ vᵢ, under its own name."""
+    out = composite(values["density"], values["colour"], depths)
+    for key, value in values.items():
+        if key not in ("density", "colour"):
+            out[key] = (out["weights"][..., None] * value.float()).sum(dim=-2)
+    return out
+
+
+def render_along_rays(
+    field: Field,
+    origins: Tensor,
+    dirs: Tensor,
+    near: float,
+    far: float,
+    num_coarse: int,
+    num_fine: int,
+    deterministic: bool,
+    composite: Composite = alpha_composite,
+    min_z: float | None = None,
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """NeRF's hierarchical volume rendering of rays ``origins`` / ``dirs`` [..., 3].
+
+    ``field(depths [..., T], fine)`` evaluates the scene at the points o + t·d of every ray and
+    returns ``density`` [..., T] (≥ 0), ``colour`` [..., T, C] and any other per-sample values
+    [..., T, D] (ObSuRF's slot fractions); ``fine`` says whether the depths are the importance
+    samples (a model with a separate fine network switches on it).
+
+    1. ``num_coarse`` stratified depths in [near, far'], far' = ``far`` shortened to where the ray
+       meets the plane z = ``min_z`` (``None``: no clip) and at least near + 10⁻³; bin centres when
+       ``deterministic``, else one uniform draw per bin.
+    2. ``num_fine`` importance depths from the coarse weights (``importance_depths``: bins from
+       near through every coarse depth, 75 % / 25 % weight split, pdf + 10⁻⁵, detached).
+    3. Coarse and fine samples merged and sorted, composited together; the coarse values are
+       reused, not evaluated again.
+
+    Returns the (fine, coarse) composites: ``composite``'s outputs (``rgb``, ``depth``,
+    ``weights``, ``alpha``) plus every extra value composited with the weights, Σᵢ wᵢ vᵢ. Without
+    fine samples both are the coarse composite.
+    """
+    far_t = clip_far(origins.float(), dirs.float(), far, min_z).clamp_min(near + 1e-3)
+    t_coarse = stratified_depths(near, far_t, num_coarse, deterministic)
+    coarse = field(t_coarse, False)
+    coarse_out = _composite_with_extras(composite, coarse, t_coarse)
+    if num_fine < 1:
+        return coarse_out, coarse_out
+    t_fine = importance_depths(t_coarse, coarse_out["weights"], near, num_fine, deterministic)
+    fine = field(t_fine, True)
+    t_all, order = merge_depths(t_coarse, t_fine)
+    merged = {}
+    for key, value in coarse.items():
+        both = torch.cat([value, fine[key]], dim=t_all.dim() - 1)
+        index = order if both.dim() == order.dim() else order[..., None].expand_as(both)
+        merged[key] = both.gather(t_all.dim() - 1, index)
+    return _composite_with_extras(composite, merged, t_all), coarse_out

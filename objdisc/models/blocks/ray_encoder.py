@@ -4,6 +4,9 @@ A ray (origin o, unit direction d) becomes ``[PE(o; n_pos from s_pos), PE(d; n_r
 with ``objdisc.geometry.positional_encoding`` (sines then cosines, no raw coordinates). The papers
 use 15 + 15 octaves with positions from 2⁻⁵ (scene units of ~10-40 need the low frequencies) and
 directions from 2⁰: 90 + 90 = 180 features.
+
+``encode_points`` is the position half alone, for 3D points: V-SRT's NeRF decoder queries points
+o + t·d with their encoding (90 features) and no view direction.
 """
 
 from __future__ import annotations
@@ -27,6 +30,16 @@ class RayEncoder(nn.Module):
     @property
     def out_dim(self) -> int:
         return 2 * 3 * (self.pos_octaves + self.ray_octaves)
+
+    @property
+    def point_dim(self) -> int:
+        """Width of ``encode_points``: 2·3·pos_octaves (90 for 15 octaves)."""
+        return 2 * 3 * self.pos_octaves
+
+    def encode_points(self, points: Tensor) -> Tensor:
+        """3D points [...,3] → [..., point_dim]: the camera-position encoding (octaves from
+        ``pos_start_octave``), without a direction."""
+        return positional_encoding(points, self.pos_octaves, self.pos_start_octave)
 
     def forward(self, origins: Tensor, dirs: Tensor) -> Tensor:
         """Rays [...,3] (origins broadcast against dirs) → features [..., out_dim]."""
