@@ -13,6 +13,9 @@ from typing import Any
 from objdisc.config import ConfigError, build
 from objdisc.models.base import Model, ModelOutput, SceneModel
 from objdisc.models import obsurf, osrt, srt
+from objdisc.models import emorl, genesis_v2, iodine, monet  # mixture models
+from objdisc.models import gnm, space, spair  # glimpse models
+from objdisc.models import dti_sprites, marionette, slate  # sprite and token models
 from objdisc.models.slot_attention import SlotAttentionAutoEncoder, SlotAttentionConfig
 
 
@@ -38,6 +41,16 @@ MODELS: dict[str, Entry] = {
     "srt": Entry(srt.SRTConfig, srt.SRT, "Sajjadi et al. 2022, Scene Representation Transformer", srt.PRESETS),
     "osrt": Entry(osrt.OSRTConfig, osrt.OSRT, "Sajjadi et al. 2022, Object Scene Representation Transformer", osrt.PRESETS),
     "obsurf": Entry(obsurf.ObSuRFConfig, obsurf.ObSuRF, "Stelzner et al. 2021, ObSuRF", obsurf.PRESETS),
+    "dti_sprites": Entry(dti_sprites.DTISpritesConfig, dti_sprites.DTISprites, "Monnier et al. 2021, Unsupervised Layered Image Decomposition into Object Prototypes", dti_sprites.PRESETS),
+    "marionette": Entry(marionette.MarioNetteConfig, marionette.MarioNette, "Smirnov et al. 2021, MarioNette: Self-Supervised Sprite Learning", marionette.PRESETS),
+    "slate": Entry(slate.SLATEConfig, slate.SLATE, "Singh et al. 2022, Illiterate DALL-E Learns to Compose (SLATE)", slate.PRESETS),
+    "monet": Entry(monet.MONetConfig, monet.MONet, "Burgess et al. 2019, MONet", monet.PRESETS),
+    "iodine": Entry(iodine.IODINEConfig, iodine.IODINE, "Greff et al. 2019, IODINE", iodine.PRESETS),
+    "genesis_v2": Entry(genesis_v2.GenesisV2Config, genesis_v2.GenesisV2, "Engelcke et al. 2021, GENESIS-V2", genesis_v2.PRESETS),
+    "emorl": Entry(emorl.EMORLConfig, emorl.EfficientMORL, "Emami et al. 2021, Efficient-MORL", emorl.PRESETS),
+    "spair": Entry(spair.SPAIRConfig, spair.SPAIR, "Crawford & Pineau 2019, Spatially Invariant Unsupervised Object Detection (SPAIR)", spair.PRESETS),
+    "space": Entry(space.SPACEConfig, space.SPACE, "Lin et al. 2020, SPACE", space.PRESETS),
+    "gnm": Entry(gnm.GNMConfig, gnm.GNM, "Jiang & Ahn 2020, Generative Neurosymbolic Machines", gnm.PRESETS),
 }
 
 

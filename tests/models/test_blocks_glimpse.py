@@ -32,3 +32,72 @@ def test_boxes_inside_the_image_for_boxes_inside():
     b = boxes(scale, shift, (64, 48))
     assert (b[:, 0] >= -1e-4).all() and (b[:, 2] <= 48 + 1e-4).all() and (b[:, 1] >= -1e-4).all() and (b[:, 3] <= 64 + 1e-4).all()
     assert (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all()
+
+
+# --------------------------------------------------------------------- cells (glimpse models)
+
+from objdisc.models.blocks.glimpse import (
+    cell_offsets,
+    cell_shift,
+    extract_cells,
+    place_cells,
+)
+
+
+def test_cell_shift_puts_local_centre_half_at_the_cell_centres_in_raster_order():
+    grid = (2, 3)  # 2 rows, 3 columns
+    shift = cell_shift(torch.full((6, 2), 0.5), grid)
+    xs = torch.tensor([-2 / 3, 0.0, 2 / 3] * 2)
+    ys = torch.tensor([-0.5] * 3 + [0.5] * 3)
+    torch.testing.assert_close(shift, torch.stack([xs, ys], -1))
+    torch.testing.assert_close(cell_offsets(grid)[4], torch.tensor([1.0, 1.0]))  # row 1, column 1
+    # local 0 and 1 are the cell's edges: cell (0, 0) spans [−1, −1/3] in x and [−1, 0] in y
+    edges = cell_shift(torch.tensor([[0.0, 0.0], [1.0, 1.0]]).unsqueeze(1).expand(2, 6, 2), grid)[:, 0]
+    torch.testing.assert_close(edges, torch.tensor([[-1.0, -1.0], [-1 / 3, 0.0]]))
+
+
+def test_batched_cells_match_one_by_one_and_paste_back_inside_boxes():
+    g = torch.Generator().manual_seed(1)
+    image = torch.rand(2, 3, 24, 24, generator=g)
+    scale = torch.rand(2, 4, 2, generator=g) * 0.4 + 0.2
+    shift = (torch.rand(2, 4, 2, generator=g) * 2 - 1) * 0.5
+    cells = extract_cells(image, scale, shift, 6)
+    assert cells.shape == (2, 4, 3, 6, 6)
+    torch.testing.assert_close(cells[1, 2], extract(image[1:2], scale[1, 2:3], shift[1, 2:3], 6)[0])
+    canvases = place_cells(torch.ones(2, 4, 1, 6, 6), scale, shift, (24, 24))
+    assert canvases.shape == (2, 4, 1, 24, 24)
+    b = boxes(scale, shift, (24, 24))
+    ys, xs = torch.meshgrid(torch.arange(24) + 0.5, torch.arange(24) + 0.5, indexing="ij")
+    for i in range(2):
+        for k in range(4):
+            x0, y0, x1, y1 = b[i, k].tolist()
+            mx, my = (x1 - x0) / 6 / 2 + 0.5, (y1 - y0) / 6 / 2 + 0.5  # bilinear bleed: half a glimpse pixel
+            outside = (xs < x0 - mx) | (xs > x1 + mx) | (ys < y0 - my) | (ys > y1 + my)
+            assert canvases[i, k, 0][outside].abs().max() == 0  # nothing lands outside the box
+            inside = (xs > x0 + mx) & (xs < x1 - mx) & (ys > y0 + my) & (ys < y1 - my)
+            assert canvases[i, k, 0][inside].min() > 0.99  # and the box is filled
+
+
+def test_clipped_boxes_stay_in_the_image():
+    scale = torch.tensor([[0.8, 0.8], [0.1, 0.1]])
+    shift = torch.tensor([[0.9, -0.9], [0.0, 0.0]])
+    b = boxes(scale, shift, (32, 16), clip=True)
+    assert (b >= 0).all() and (b[:, [0, 2]] <= 16).all() and (b[:, [1, 3]] <= 32).all()
+    torch.testing.assert_close(b[1], boxes(scale[1], shift[1], (32, 16)))  # inside: unchanged
+
+
+def test_background_slot_for_pictures():
+    from objdisc.models.blocks.glimpse import with_background_slot
+    from objdisc.models.output import ModelOutput
+
+    masks = torch.rand(2, 3, 8, 8) / 3
+    out = ModelOutput(
+        loss=torch.tensor(0.0), recon=torch.rand(2, 3, 8, 8), masks=masks, masks_have_background=False,
+        slot_rgb=torch.rand(2, 3, 3, 8, 8), boxes=torch.rand(2, 3, 4), presence=torch.rand(2, 3),
+        extras={"background": torch.rand(2, 3, 8, 8)},
+    )  # fmt: skip
+    shown = with_background_slot(out)
+    assert shown.masks_have_background and shown.masks.shape == (2, 4, 8, 8)
+    torch.testing.assert_close(shown.masks[:, 0], 1 - masks.sum(1))
+    torch.testing.assert_close(shown.slot_rgb[:, 0], out.extras["background"])
+    assert shown.boxes.shape == (2, 4, 4) and (shown.presence[:, 0] == 0).all()  # box k+1 ↔ segment k+1
