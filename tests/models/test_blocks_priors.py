@@ -89,3 +89,11 @@ def test_normal_std_is_positive():
     d = normal(torch.zeros(3), torch.tensor([-200.0, 0.0, 5.0]), min_std=1e-6)
     assert (d.stddev > 0).all()
     torch.testing.assert_close(d.stddev[1], torch.tensor(math.log(2.0) + 1e-6))
+
+
+def test_bernoulli_kl_stays_finite_under_bf16():
+    # In bf16, 1 - 1e-6 rounds to 1: without the float32 upcast log(1 - q) is -inf (GNM's loss was
+    # inf at step 0 under bf16 autocast on a GPU).
+    q = torch.tensor([0.0, 0.5, 1.0 - 1e-7, 1.0], dtype=torch.bfloat16)
+    kl = bernoulli_kl(q, torch.full_like(q, 0.999))
+    assert torch.isfinite(kl).all() and kl.dtype == torch.float32

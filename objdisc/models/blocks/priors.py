@@ -45,9 +45,13 @@ def straight_through(soft: Tensor) -> Tensor:
 
 def bernoulli_kl(q: Tensor, p: Tensor | float, *, q_is_logits: bool = False) -> Tensor:
     """KL(Bernoulli(q) ‖ Bernoulli(p)) elementwise; ``q`` probabilities (or logits), ``p``
-    probabilities. Probabilities are clamped to [ε, 1 − ε] so that the KL stays finite."""
+    probabilities. Probabilities are clamped to [ε, 1 − ε] so that the KL stays finite, in float32:
+    under bf16 autocast 1 − ε rounds to 1 and log(1 − q) would be −∞."""
+    q = q.float()
+    if isinstance(p, Tensor):
+        p = p.float()
     q_dist = Bernoulli(logits=q) if q_is_logits else Bernoulli(probs=q.clamp(PROB_EPS, 1.0 - PROB_EPS))
-    p = torch.as_tensor(p, dtype=q.dtype, device=q.device).clamp(PROB_EPS, 1.0 - PROB_EPS)
+    p = torch.as_tensor(p, dtype=torch.float32, device=q.device).clamp(PROB_EPS, 1.0 - PROB_EPS)
     return kl_divergence(q_dist, Bernoulli(probs=p.expand_as(q)))
 
 
