@@ -141,13 +141,42 @@ def train(
 
 
 @app.command()
-def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
-    """Evaluate the trained model (EMA weights) on the test split: metrics.json, scenes.csv, pictures."""
+def evaluate(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    on: Annotated[Optional[str], typer.Option("--on", help="evaluate on this dataset of datasets: (OOD, CAMO, ...) into <run>/eval-<dataset>")] = None,
+) -> None:
+    """Evaluate the trained model (EMA weights) on the test split: metrics.json, scenes.csv, objects.csv,
+    tags.csv (per-tag means of the per-object statistics), pictures."""
     from objdisc import pipeline
 
     with exit_on_error():
-        summary = pipeline.evaluate(_params(params, set_))
+        loaded = _params(params, set_)
+        if on is not None:
+            if on not in loaded.datasets:
+                raise ValueError(f"--on: unknown dataset '{on}' (known: {', '.join(loaded.datasets)})")
+            loaded.evaluate.dataset = on
+        summary = pipeline.evaluate(loaded)
         typer.echo(json.dumps(summary, indent=1))
+        typer.echo(f"wrote {loaded.eval_dir()}")
+
+
+@app.command()
+def table(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    partial: Annotated[bool, typer.Option("--partial", help="show missing evaluations as – instead of failing")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="folder for the table (default: <outputs>/table)")] = None,
+) -> None:
+    """A table suite's table (its `table:` block and `seeds`): every model × column × seed that has been
+    evaluated, mean ± std over seeds, published values beside ours; prints table.md."""
+    from objdisc import pipeline
+
+    with exit_on_error():
+        loaded = _params(params, set_)
+        folder = out or Path(loaded.outputs) / "table"
+        pipeline.aggregate(loaded, partial=partial, out=folder)
+        typer.echo((folder / "table.md").read_text())
 
 
 @app.command()

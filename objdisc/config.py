@@ -177,6 +177,9 @@ class TrainConfig:
 
 @dataclass
 class EvaluateConfig:
+    # The dataset to evaluate on (a key of datasets:, with its own crop and split); None = the
+    # dataset the model trained on. Results go to the run's eval/ (None) or eval-<dataset>/.
+    dataset: str | None = None
     split: str = "test"
     batch_size: int = 32
     max_scenes: int = 0  # 0 = the whole split
@@ -198,6 +201,10 @@ class RenderConfig:
     slots: bool = False  # 3D models: add what each slot renders alone (one panel per slot) to every frame
 
 
+RUN_FOLDER = "{dataset}/{model}"  # the default pipeline's layout: data/runs/<dataset>/<model>
+RUN_FIELDS = ("dataset", "model", "seed")
+
+
 @dataclass
 class Params:
     dataset: str
@@ -215,6 +222,9 @@ class Params:
     # Where this pipeline writes shards, indexes and runs. Each paper suite has its own
     # (data/<suite>), so no two dvc.yaml files declare the same output whatever the dataset.
     outputs: str = "data"
+    # A run's folder under <outputs>/runs/, from {dataset}, {model} and {seed}. Suites that train
+    # several seeds of a model (pipelines/make.py's table suites) use "{dataset}/{model}/seed{seed}".
+    run_folder: str = RUN_FOLDER
 
     @property
     def data(self) -> DatasetConfig:
@@ -243,17 +253,29 @@ class Params:
         overrides = self.models[self.model].get("train") or {}
         return build(TrainConfig, {**dataclasses.asdict(self.train), **overrides}, f"models.{self.model}.train")
 
-    def raw_dir(self, root: Path = Path(".")) -> Path:
-        return root / "data" / "raw" / self.dataset
+    def raw_dir(self, root: Path = Path("."), dataset: str | None = None) -> Path:
+        return root / "data" / "raw" / (dataset or self.dataset)
 
-    def shards_dir(self, root: Path = Path(".")) -> Path:
-        return root / self.outputs / "shards" / self.dataset
+    def shards_dir(self, root: Path = Path("."), dataset: str | None = None) -> Path:
+        return root / self.outputs / "shards" / (dataset or self.dataset)
 
-    def index_path(self, root: Path = Path(".")) -> Path:
-        return root / self.outputs / "index" / f"{self.dataset}.json"
+    def index_path(self, root: Path = Path("."), dataset: str | None = None) -> Path:
+        return root / self.outputs / "index" / f"{dataset or self.dataset}.json"
 
     def run_dir(self, root: Path = Path(".")) -> Path:
-        return root / self.outputs / "runs" / self.dataset / self.model
+        """``<outputs>/runs/<run_folder>``: ``data/runs/<dataset>/<model>`` in the default pipeline."""
+        return root / self.outputs / "runs" / self.run_folder.format(dataset=self.dataset, model=self.model, seed=self.seed)
+
+    @property
+    def eval_dataset(self) -> str:
+        """The dataset the evaluation reads: ``evaluate.dataset``, or the training dataset."""
+        return self.evaluate.dataset or self.dataset
+
+    def eval_dir(self, root: Path = Path(".")) -> Path:
+        """Where the evaluation writes: ``<run>/eval`` on the training dataset (``evaluate.dataset``
+        unset), ``<run>/eval-<dataset>`` on a named one (OOD, CAMO, ...)."""
+        on = self.evaluate.dataset
+        return self.run_dir(root) / ("eval" if on is None else f"eval-{on}")
 
 
 def apply_override(raw: dict[str, Any], override: str) -> None:
@@ -309,6 +331,7 @@ def parse_params(raw: dict[str, Any], where: str = "params.yaml") -> Params:
         raise ConfigError(f"outputs: expected a relative folder inside the repository, got {outputs!r}")
     if Path(outputs) == Path("data/raw") or Path("data/raw") in Path(outputs).parents:
         raise ConfigError(f"outputs: {outputs!r} is inside data/raw, which holds the original files")
+    run_folder = _run_folder(raw.get("run_folder", RUN_FOLDER))
     params = Params(
         dataset=raw["dataset"],
         model=raw["model"],
@@ -323,8 +346,34 @@ def parse_params(raw: dict[str, Any], where: str = "params.yaml") -> Params:
         sprites=dict(raw.get("sprites") or {}),
         raw=raw,
         outputs=outputs,
+        run_folder=run_folder,
     )
+    if params.evaluate.dataset is not None and params.evaluate.dataset not in parsed:
+        raise ConfigError(f"evaluate.dataset: unknown dataset '{params.evaluate.dataset}' (known: {', '.join(parsed)})")
     for name, block in params.models.items():  # check every model's train overrides up front
         if block.get("train"):
             build(TrainConfig, {**dataclasses.asdict(params.train), **block["train"]}, f"models.{name}.train")
     return params
+
+
+def _run_folder(value: Any) -> str:
+    """Check ``run_folder``: a relative path template naming {dataset} and {model} (so no two
+    runs share a folder), and no other field than {dataset}, {model}, {seed}."""
+    import string
+
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"run_folder: expected a template such as {RUN_FOLDER!r}, got {value!r}")
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+    except ValueError as err:
+        raise ConfigError(f"run_folder: {value!r} is not a valid template: {err}") from None
+    unknown = sorted(fields - set(RUN_FIELDS))
+    if unknown:
+        raise ConfigError(f"run_folder: unknown field(s) {', '.join(unknown)} in {value!r} (known: {', '.join(RUN_FIELDS)})")
+    missing = [name for name in ("dataset", "model") if name not in fields]
+    if missing:
+        raise ConfigError(f"run_folder: {value!r} must contain {{{missing[0]}}}, or two runs would share a folder")
+    path = Path(value.format(dataset="d", model="m", seed=0))
+    if path.is_absolute() or ".." in path.parts:
+        raise ConfigError(f"run_folder: {value!r} must stay inside <outputs>/runs")
+    return value

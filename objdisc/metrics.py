@@ -385,3 +385,101 @@ def image_metrics(pred: Tensor, true: Tensor, max_value: float = 1.0) -> dict[st
     [B,...] works, e.g. [B,P,3] rays). Average ``psnr`` over scenes to report it."""
     err = mse(pred, true)
     return {"mse": err, "mse_sum": mse_sum(pred, true), "psnr": psnr(err, max_value)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-object statistics and counts (ClevrTex evaluator, metrics.md §4 "per-object" and §7)
+# ---------------------------------------------------------------------------------------------
+
+
+def matched_ious(true_ids: Tensor, pred_ids: Tensor, num_true: int | None = None, num_pred: int | None = None) -> Tensor:
+    """IoU of each true label with the predicted segment the Hungarian matching gives it (the
+    evaluator's ``ious[b, j]``): float64 [B,T], T = ``num_true`` (default max true label + 1).
+    An unmatched or empty true label scores 0. The matching is the one of ``hungarian_miou``."""
+    table = contingency_table(true_ids, pred_ids, num_true=num_true, num_pred=num_pred)
+    iou, _, true_area, pred_area = _overlaps(table)
+    match = _hungarian(iou, true_area, pred_area)
+    matched = match >= 0
+    scores = iou.gather(2, match.clamp_min(0).unsqueeze(2)).squeeze(2)
+    return torch.where(matched, scores, torch.zeros_like(scores))
+
+
+def masked_sse(pred: Tensor, true: Tensor, true_ids: Tensor, num_true: int | None = None) -> Tensor:
+    """Per true label t the sum of squared errors over its pixels and channels, with the TRUE mask
+    applied to both images: Σ (pred·T_t − true·T_t)² (the evaluator's ``smses``; ``ground_mse`` is
+    t = 0). pred, true: [B,C,H,W]; true_ids: integer [B,H,W]. Returns float64 [B,T]; the row
+    sums to ``mse_sum``."""
+    if pred.shape != true.shape or pred.dim() != 4 or pred.shape[0] != true_ids.shape[0] or pred.shape[2:] != true_ids.shape[1:]:
+        raise ValueError(
+            f"pred {tuple(pred.shape)} and true {tuple(true.shape)} must be [B,C,H,W] over true_ids {tuple(true_ids.shape)}"
+        )
+    err = (pred.to(torch.float64) - true.to(torch.float64)).square().sum(dim=1).flatten(1)  # [B,N]
+    ids = flatten_spatial(true_ids).long()
+    T = int(num_true) if num_true is not None else (int(ids.max()) + 1 if ids.numel() else 1)
+    out = torch.zeros(ids.shape[0], T, dtype=torch.float64, device=err.device)
+    return out.scatter_add_(1, ids, err)
+
+
+def object_statistics(
+    pred_image: Tensor,
+    true_image: Tensor,
+    true_ids: Tensor,
+    pred: Tensor,
+    masks_have_background: bool = True,
+    num_true: int | None = None,
+) -> dict[str, Tensor]:
+    """The ClevrTex evaluator's per-object statistics of one batch, per true label t (0 = ground):
+
+    * ``mse`` [B,T]: masked SSE of t (``masked_sse``);
+    * ``iou`` [B,T]: IoU of t with its Hungarian-matched prediction (``matched_ious``), after the
+      same argmax as the metrics (object-only masks first get the background 1 − Σ masks);
+    * ``area`` [B,T]: pixels of t (the evaluator reports an object only where its true mask is
+      non-empty after the crop: ``area > 0``).
+
+    pred: soft masks [B,K,H,W] (or [B,K,1,H,W]) or a label map [B,H,W]. T = ``num_true`` (default
+    the batch's max true label + 1)."""
+    num_pred = None
+    if pred.is_floating_point():
+        if pred.dim() == true_ids.dim() + 2 and pred.shape[2] == 1:
+            pred = pred.squeeze(2)
+        num_pred = pred.shape[1] + (0 if masks_have_background else 1)
+        pred = masks_to_ids(pred, masks_have_background)
+    elif not masks_have_background:
+        raise ValueError("masks_have_background=False needs soft masks, not a label map")
+    ids = true_ids.long()
+    T = int(num_true) if num_true is not None else int(ids.max()) + 1
+    area = torch.zeros(ids.shape[0], T, dtype=torch.float64, device=ids.device)
+    area.scatter_add_(1, flatten_spatial(ids), torch.ones_like(flatten_spatial(ids), dtype=torch.float64))
+    return {
+        "mse": masked_sse(pred_image, true_image, ids, T),
+        "iou": matched_ious(ids, pred, num_true=T, num_pred=num_pred),
+        "area": area,
+    }
+
+
+def count_metrics(true_ids: Tensor, pred: Tensor, masks_have_background: bool = True, presence: Tensor | None = None) -> dict[str, Tensor]:
+    """Object counts per scene (metrics.md §7), float64 [B]:
+
+    * ``count_true``: true objects visible in the image (non-empty labels ≥ 1);
+    * ``count_pred``: non-empty predicted segments after the argmax, less one for the background
+      segment, so ``count_pred == count_true`` is the evaluator's ``acc`` whenever the true ground
+      is visible (object-only masks get their background channel first);
+    * with ``presence`` [B,K] (glimpse models): ``count_presence`` = Σ round(presence) and
+      ``acc_presence`` = 1 where it equals ``count_true``.
+    """
+    if pred.is_floating_point():
+        if pred.dim() == true_ids.dim() + 2 and pred.shape[2] == 1:
+            pred = pred.squeeze(2)
+        num_pred = pred.shape[1] + (0 if masks_have_background else 1)
+        pred = masks_to_ids(pred, masks_have_background)
+    else:
+        num_pred = None
+    table = contingency_table(true_ids, pred, num_pred=num_pred)
+    n_true = (table.sum(dim=2)[:, 1:] > 0).sum(dim=1).to(torch.float64)
+    n_pred = (table.sum(dim=1) > 0).sum(dim=1).to(torch.float64) - 1
+    out = {"count_true": n_true, "count_pred": n_pred}
+    if presence is not None:
+        counted = presence.detach().to(torch.float64).round().flatten(1).sum(dim=1)
+        out["count_presence"] = counted
+        out["acc_presence"] = (counted == n_true).to(torch.float64)
+    return out

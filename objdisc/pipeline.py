@@ -85,21 +85,26 @@ def index(params: Params, progress: bool = True) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- datasets
 
 
-def dataset(params: Params, split: str, train: bool) -> SceneDataset:
-    """A split of the params' dataset in the layout of the params' model (its family's transform)."""
+def dataset(params: Params, split: str, train: bool, name: str | None = None) -> SceneDataset:
+    """A split of the params' dataset (or of dataset ``name``, e.g. the evaluation set) in the
+    layout of the params' model (its family's transform of that dataset's block)."""
     from objdisc.data.index import load_index
     from objdisc.data.loading import SceneDataset
     from objdisc.models import MODELS
 
-    index_data = load_index(params.index_path())
+    name = name or params.dataset
+    if name not in params.datasets:
+        raise ConfigError(f"dataset '{name}' is not in datasets: (known: {', '.join(params.datasets)})")
+    data = params.datasets[name]
+    index_data = load_index(params.index_path(dataset=name))
     model_cls = MODELS[params.model].model
     family = model_cls.family
     try:
-        family.check_dataset(index_data.get("schema", {}), params.data, model_cls, (params.model, params.dataset))
+        family.check_dataset(index_data.get("schema", {}), data, model_cls, (params.model, name))
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    transform = family.transform(params.data, train, f"datasets.{params.dataset}")
-    return SceneDataset(params.shards_dir(), index_data, split, transform)
+    transform = family.transform(data, train, f"datasets.{name}")
+    return SceneDataset(params.shards_dir(dataset=name), index_data, split, transform)
 
 
 # ----------------------------------------------------------------------------- training
@@ -163,13 +168,33 @@ def load_trained(path: Path, device: torch.device | str = "cpu") -> tuple[Model,
 
 
 def evaluate(params: Params, progress: bool = True) -> dict[str, float]:
+    """Evaluate the params' run on ``evaluate.split`` of ``evaluate.dataset`` (default: the dataset
+    it trained on) into ``Params.eval_dir()``: ``<run>/eval`` or ``<run>/eval-<dataset>``."""
     from objdisc.evaluate import evaluate as run_evaluation
+    from objdisc.models import MODELS
     from objdisc.train.distributed import pick_device
 
+    on = params.eval_dataset
+    if on != params.dataset and MODELS[params.model].model.family.name == "image":
+        trained, given = params.data.image.size, params.datasets[on].image.size
+        if trained != given:
+            raise ConfigError(
+                f"evaluate.dataset '{on}' gives {given}x{given} images (datasets.{on}.image.size) but the model "
+                f"trained on '{params.dataset}' at {trained}x{trained}; give both the same size"
+            )
     device = pick_device(params.training.device)
     model, step = load_trained(params.run_dir() / "model.pt", device)
-    test_set = dataset(params, params.evaluate.split, train=False)
-    return run_evaluation(model, test_set, params.evaluate, params.run_dir() / "eval", device, progress, step=step)
+    test_set = dataset(params, params.evaluate.split, train=False, name=on)
+    return run_evaluation(model, test_set, params.evaluate, params.eval_dir(), device, progress, step=step)
+
+
+def aggregate(params: Params, partial: bool = False, out: Path | None = None) -> dict[str, Any]:
+    """The suite's table (``objdisc.benchmark``): every evaluation of its ``table`` block's rows,
+    mean ± std over ``seeds``, written to ``<outputs>/table/`` (table.md, table.csv, table.json,
+    scores.csv, tags.csv, plot.csv). ``partial``: leave missing evaluations out instead of failing."""
+    from objdisc.benchmark import aggregate as run_aggregate
+
+    return run_aggregate(params, out or Path(params.outputs) / "table", partial=partial)
 
 
 def render(params: Params, progress: bool = True) -> list[Path]:

@@ -8,4 +8,4 @@ from objdisc.errors import exit_on_error
 
 if __name__ == "__main__":
     with exit_on_error():
-        pipeline.convert(load_params(sys.argv[1] if len(sys.argv) > 1 else "params.yaml"))
+        pipeline.convert(load_params(sys.argv[1] if len(sys.argv) > 1 else "params.yaml", sys.argv[2:]))

@@ -279,3 +279,68 @@ def test_synthetic_splits_follow_the_number_of_scenes(tmp_path, monkeypatch):
         assert result.exit_code == 0, (args, result.output)
     index = json.loads((tmp_path / "data/index/synth.json").read_text())
     assert {s: len(keys) for s, keys in index["keys"].items()} == {"train": 30, "val": 3, "test": 3}
+
+
+def _two_dataset_project(tmp_path, synth_shards, **extra):
+    """The tiny project with a second dataset block, ``synth-b`` (the same scenes, its own shards
+    and index), to evaluate a model on another set than it trained on; ``extra`` top-level keys."""
+    import copy
+
+    import yaml
+
+    _project_with_shards(tmp_path, synth_shards)
+    path = tmp_path / "params.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["datasets"]["synth-b"] = copy.deepcopy(raw["datasets"]["synth"])
+    raw["evaluate"]["dataset"] = None
+    raw.update(extra)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    shutil.copytree(tmp_path / "data/shards/synth", tmp_path / "data/shards/synth-b")
+    shutil.copy(tmp_path / "data/index/synth.json", tmp_path / "data/index/synth-b.json")
+    return path
+
+
+def test_evaluate_on_another_dataset_writes_beside_the_run(tmp_path, synth_shards, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _two_dataset_project(tmp_path, synth_shards)
+    assert runner.invoke(app, ["train"]).exit_code == 0
+    result = runner.invoke(app, ["evaluate", "--on", "synth-b"])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "data/runs/synth/slot_attention"
+    other = json.loads((run / "eval-synth-b/metrics.json").read_text())
+    for name in ("scenes.csv", "objects.csv", "tags.csv", "tags.png", "slots.png"):
+        assert (run / "eval-synth-b" / name).exists(), name
+    assert not (run / "eval").exists()
+    assert runner.invoke(app, ["evaluate"]).exit_code == 0  # the training set: eval/, the same numbers here
+    same = json.loads((run / "eval/metrics.json").read_text())
+    assert same == other and {"obj_iou", "ground_iou", "count_true", "count_pred", "acc"} <= same.keys()
+    bad = runner.invoke(app, ["evaluate", "--on", "nope"])
+    assert bad.exit_code == 1 and "unknown dataset 'nope'" in bad.output
+    size = runner.invoke(app, ["evaluate", "--on", "synth-b", "--set", "datasets.synth-b.image.size=8"])
+    assert size.exit_code == 1 and "datasets.synth-b.image.size" in size.output and "Traceback" not in size.output
+
+
+def test_table_gathers_the_evaluations_of_a_table_suite(tmp_path, synth_shards, monkeypatch):
+    table = {"title": "Tiny", "models": ["slot_attention"],
+             "columns": [{"name": "A", "train": "synth", "evaluate": "synth"}, {"name": "B", "train": "synth", "evaluate": "synth-b"}]}
+    monkeypatch.chdir(tmp_path)
+    _two_dataset_project(tmp_path, synth_shards, seeds=[0, 1], table=table, run_folder="{dataset}/{model}/seed{seed}")
+    missing = runner.invoke(app, ["table"])
+    assert missing.exit_code == 1 and "4 evaluation(s) missing" in missing.output
+    for seed in (0, 1):
+        assert runner.invoke(app, ["train", "--set", f"seed={seed}"]).exit_code == 0
+        for on in ("synth", "synth-b"):
+            result = runner.invoke(app, ["evaluate", "--set", f"seed={seed}", "--on", on])
+            assert result.exit_code == 0, result.output
+    assert (tmp_path / "data/runs/synth/slot_attention/seed1/eval-synth-b/metrics.json").exists()
+    result = runner.invoke(app, ["table"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("# Tiny") and "| Slot Attention |" in result.output and " ± " in result.output
+    assert (tmp_path / "data/table/table.csv").exists() and (tmp_path / "data/table/scores.csv").exists()
+    assert "| B | synth | synth-b | test | 4 |" in result.output
+
+
+def test_table_command_explains_itself():
+    result = runner.invoke(app, ["table", "--help"])
+    assert result.exit_code == 0 and "--partial" in result.output
+    assert "--on" in runner.invoke(app, ["evaluate", "--help"]).output

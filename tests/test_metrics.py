@@ -338,3 +338,67 @@ def test_cuda_matches_cpu():
         torch.testing.assert_close(gpu[name].cpu(), value)
     x = torch.rand(2, 3, 8, 8)
     torch.testing.assert_close(M.image_metrics(x.cuda(), (x * 0.5).cuda())["psnr"].cpu(), M.image_metrics(x, x * 0.5)["psnr"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-object statistics and counts (ClevrTex evaluator's per-object part, metrics.md §4, §7)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_matched_ious_are_the_evaluators_ious_on_the_toy_scene():
+    """§9 derivations: merge ious = [42/46, 0, 1, 1]; split ious = [1, 1, 1, 6/9]."""
+    t = toy_truth()[None]
+    preds = toy_predictions()
+    np.testing.assert_allclose(M.matched_ious(t, preds["merge"][None])[0].numpy(), [42 / 46, 0, 1, 1])
+    np.testing.assert_allclose(M.matched_ious(t, preds["split"][None])[0].numpy(), [1, 1, 1, 6 / 9])
+    np.testing.assert_allclose(M.matched_ious(t, preds["permuted"][None])[0].numpy(), [1, 1, 1, 1])
+    # The mean over true objects of these ious, over the evaluator's pairs, is mIoU_fg.
+    for case in ("merge", "split"):
+        ious = M.matched_ious(t, preds[case][None])[0]
+        pairs = max(4, int(preds[case].max()) + 1) - 1
+        assert float(ious[1:].sum() / pairs) == pytest.approx(EXPECTED["miou"][CASES.index(case)], abs=1e-4)
+
+
+def test_masked_sse_uses_the_true_mask_on_both_images_and_sums_to_mse_sum():
+    t = toy_truth()[None]
+    true = torch.zeros(1, 3, 8, 8)
+    pred = torch.zeros(1, 3, 8, 8)
+    pred[:, :, t[0] == 2] = 0.5  # object 2 off by 0.5 in every channel
+    pred[:, 0, t[0] == 0] = 0.1  # background off by 0.1 in red
+    sse = M.masked_sse(pred, true, t)[0]
+    np.testing.assert_allclose(sse.numpy(), [42 * 0.01, 0.0, 9 * 3 * 0.25, 0.0], rtol=1e-6)
+    assert float(sse.sum()) == pytest.approx(float(M.mse_sum(pred, true)[0]))
+
+
+def test_object_statistics_give_object_only_masks_their_background():
+    """A glimpse model's masks: where Σ masks < ½ the implicit background wins the argmax."""
+    t = toy_truth()[None]
+    masks = torch.zeros(1, 3, 8, 8)
+    for k in (1, 2, 3):
+        masks[0, k - 1][t[0] == k] = 0.9
+    masks[0, 0, 7, 7] = 0.3  # weak: stays background
+    image = torch.rand(1, 3, 8, 8)
+    stats = M.object_statistics(image, image, t, masks, masks_have_background=False)
+    np.testing.assert_allclose(stats["iou"][0].numpy(), [1, 1, 1, 1])
+    np.testing.assert_allclose(stats["area"][0].numpy(), [42, 4, 9, 9])
+    np.testing.assert_allclose(stats["mse"][0].numpy(), [0, 0, 0, 0])
+    # Read as masks with a background channel, the ground's all-zero pixels tie and go to slot 0,
+    # object 1's slot: one segment of 46 px that the Hungarian matching gives to the ground.
+    with_bg = M.object_statistics(image, image, t, masks, masks_have_background=True)
+    np.testing.assert_allclose(with_bg["iou"][0].numpy(), [42 / 46, 0, 1, 1])
+
+
+def test_count_metrics_on_the_toy_scene():
+    t = toy_truth()[None]
+    preds = toy_predictions()
+    counts = {case: M.count_metrics(t, preds[case][None]) for case in CASES}
+    assert [float(c["count_true"][0]) for c in counts.values()] == [3, 3, 3, 3]
+    assert [float(c["count_pred"][0]) for c in counts.values()] == [3, 3, 2, 4]
+    # count_pred == count_true is the evaluator's acc (the true ground is visible here).
+    for case in CASES:
+        assert float(counts[case]["count_pred"][0] == counts[case]["count_true"][0]) == EXPECTED["acc"][CASES.index(case)]
+    presence = torch.tensor([[0.6, 0.4, 0.9, 0.51]])
+    masks = torch.nn.functional.one_hot(t, 4).permute(0, 3, 1, 2).float()[:, 1:]  # object-only masks
+    glimpse = M.count_metrics(t, masks, masks_have_background=False, presence=presence)
+    assert float(glimpse["count_presence"][0]) == 3 and float(glimpse["acc_presence"][0]) == 1.0
+    assert float(glimpse["count_pred"][0]) == 3

@@ -1,6 +1,8 @@
-"""pipelines/<suite>/: the paper reproductions. Each suite's params parse with the root schema and
-hold the papers' settings, its dvc.yaml mirrors the root pipeline (less synth) with every declared
-parameter present, no two pipelines declare the same output, and DVC loads them all."""
+"""pipelines/<suite>/: the paper reproductions and the table suites. Each suite's params parse with
+the root schema and hold the papers' settings, its dvc.yaml mirrors the root pipeline (less synth)
+with every declared parameter present (table suites: as matrix stages per training set, then the
+table), the table suites list every 2D model, no two pipelines declare the same output, and DVC
+loads them all."""
 
 import os
 import re
@@ -24,15 +26,15 @@ from objdisc.train.schedule import lr_factor
 from .conftest import ROOT
 
 PIPELINES = ROOT / "pipelines"
-SUITES = [
-    "slot-attention-clevr6",
-    "clevrtex-benchmark",
-    "clevr-benchmark",
-    "srt-nmr",
-    "srt-msn",
-    "osrt-msn-hard",
-    "obsurf-clevr3d",
-]
+# Suites whose dvc.yaml mirrors the root pipeline (one run), and table suites (matrix stages,
+# objdisc/benchmark.py). clevr-benchmark is a part of clevrtex-benchmark (its CLEVR rows).
+SINGLE = ["slot-attention-clevr6", "srt-nmr", "srt-msn", "osrt-msn-hard", "obsurf-clevr3d"]
+TABLES = ["clevrtex-benchmark", "zoo-sprites", "zoo-synth"]
+SUITES = SINGLE + TABLES
+PARTS = {"clevr-benchmark": "clevrtex-benchmark"}
+# The params files that hold a paper's settings (each parses at its paper preset).
+PAPERS = ["slot-attention-clevr6", "clevrtex-benchmark", "clevr-benchmark", "srt-nmr", "srt-msn", "osrt-msn-hard", "obsurf-clevr3d"]
+ZOO = {"zoo-sprites": "sprites", "zoo-synth": "synth"}
 # suite → (model, preset, dataset, the reference loader's views preset or None for 2D)
 EXPECTED = {
     "slot-attention-clevr6": ("slot_attention", "clevr6", "clevr-with-masks", None),
@@ -112,12 +114,13 @@ def out_paths(stages: dict) -> list[str]:
 
 def test_every_suite_is_listed():
     found = sorted(p.parent.name for p in PIPELINES.glob("*/params.yaml"))
-    assert found == sorted(SUITES) == make().suites()
-    for suite in SUITES:
+    assert found == sorted(SUITES + list(PARTS))
+    assert make().suites() == sorted(SUITES) and make().parts() == PARTS
+    for suite in found:
         assert (PIPELINES / suite / "params.yaml").is_file() and (PIPELINES / suite / "README.md").is_file()
 
 
-@pytest.mark.parametrize("suite", SUITES)
+@pytest.mark.parametrize("suite", PAPERS)
 def test_params_parse_at_the_paper_preset(suite):
     params = load_params(PIPELINES / suite / "params.yaml")
     model, preset, dataset, _ = EXPECTED[suite]
@@ -127,13 +130,15 @@ def test_params_parse_at_the_paper_preset(suite):
     assert preset in MODELS[model].presets
     cfg = model_config(model, params.model_options, params.data_inputs)
     assert cfg == MODELS[model].presets[preset]
-    assert set(params.datasets) == {dataset} and model in params.models
+    # The benchmark evaluates its ClevrTex runs on OOD and CAMO too (evaluation-only datasets).
+    extra = {"clevrtex-outd", "clevrtex-camo"} if suite == "clevrtex-benchmark" else set()
+    assert set(params.datasets) == {dataset} | extra and model in params.models
     # The benchmark suites hold every model's benchmark preset (the row is chosen with -S model=...).
     for other, block in params.models.items():
         assert block.get("preset") in MODELS[other].presets, (other, block)
 
 
-@pytest.mark.parametrize("suite", SUITES)
+@pytest.mark.parametrize("suite", PAPERS)
 def test_views_and_crops_follow_the_reference_loaders(suite):
     params = load_params(PIPELINES / suite / "params.yaml")
     model, _, _, views_preset = EXPECTED[suite]
@@ -151,9 +156,14 @@ def test_views_and_crops_follow_the_reference_loaders(suite):
             assert params.data.image.center_crop == 0.8 and params.data.image.crop is None
             expected = {"split_convention": "clevrtex"} if suite == "clevr-benchmark" else {"variant": "full"}
             assert params.data.options == expected and cfg.num_slots == 11
+        if suite == "clevrtex-benchmark":  # OOD and CAMO: the same crop and size, their own variant
+            for name, variant in (("clevrtex-outd", "outd"), ("clevrtex-camo", "camo")):
+                data = params.datasets[name]
+                assert data.source == "clevrtex" and data.options == {"variant": variant}
+                assert data.image == params.data.image
 
 
-@pytest.mark.parametrize("suite", SUITES)
+@pytest.mark.parametrize("suite", PAPERS)
 def test_paper_optimisation(suite):
     train = load_params(PIPELINES / suite / "params.yaml").train
     for key, value in SCHEDULES[suite].items():
@@ -214,7 +224,7 @@ def test_suites_are_made_on_demand(tmp_path):
     assert run("nope").returncode == 2
 
 
-@pytest.mark.parametrize("suite", SUITES)
+@pytest.mark.parametrize("suite", SINGLE)
 def test_dvc_yaml_mirrors_the_root_pipeline(suite):
     stages, params = suite_files(suite)
     params_file = f"pipelines/{suite}/params.yaml"
@@ -235,7 +245,7 @@ def test_dvc_yaml_mirrors_the_root_pipeline(suite):
         assert yaml.safe_dump(stages[section]).count("../../${outputs}/runs/${dataset}/${model}/") >= 2
 
 
-@pytest.mark.parametrize("suite", SUITES)
+@pytest.mark.parametrize("suite", SINGLE)
 def test_stages_declare_what_they_read(suite):
     """train/evaluate/render read the dataset's whole block (image or views, splits, num_slots);
     a change to any of it must re-run them."""
@@ -249,20 +259,53 @@ def test_stages_declare_what_they_read(suite):
     assert "render" in declared["render"]
 
 
+def expand_matrix(stages: dict, params: dict) -> dict:
+    """A table suite's matrix stages as one stage per item (``train-clevrtex@gnm-0``, ...), with
+    ``${table.models}`` and ``${seeds}`` taken from the suite's params, as DVC names them."""
+    import itertools
+
+    out = {}
+    for name, stage in stages.items():
+        if "matrix" not in stage:
+            out[name] = stage
+            continue
+        axes = {}
+        for key, values in stage["matrix"].items():
+            if isinstance(values, str):
+                values = lookup(params, values[2:-1])
+            axes[key] = values
+        body = {k: v for k, v in stage.items() if k != "matrix"}
+        for combo in itertools.product(*axes.values()):
+            text = yaml.safe_dump(body)
+            for key, value in zip(axes, combo):
+                text = text.replace("${item.%s}" % key, str(value))
+            out[f"{name}@{'-'.join(str(v) for v in combo)}"] = yaml.safe_load(text)
+    return out
+
+
+def suite_outputs(suite: str) -> list[str]:
+    stages, params = suite_files(suite)
+    return out_paths(resolve(expand_matrix(stages["stages"], params), params))
+
+
 def test_no_two_pipelines_declare_the_same_output():
     """DVC refuses a repository where two stages share an output or one output holds another, so
     this must hold for the default pipeline at every dataset and model it can be switched to
-    (`dvc exp run -S dataset=clevrtex` beside pipelines/clevrtex-benchmark)."""
+    (`dvc exp run -S dataset=clevrtex` beside pipelines/clevrtex-benchmark), and for every row of
+    the table suites."""
     root_params = yaml.safe_load((ROOT / "params.yaml").read_text())
     suites: dict[str, str] = {}
     for suite in SUITES:
-        stages, params = suite_files(suite)
+        _, params = suite_files(suite)
         assert params["outputs"] == f"data/{suite}"
-        for out in out_paths(resolve(stages["stages"], params)):
+        outs = suite_outputs(suite)
+        assert len(outs) == len(set(outs)), suite
+        for out in outs:
             for other, owner in suites.items():
                 assert not (out == other or out.startswith(other + "/") or other.startswith(out + "/")), (
                     f"{suite}: {out} overlaps {other} of {owner}"
                 )
+        for out in outs:
             suites[out] = suite
     for dataset in root_params["datasets"]:
         for model in root_params["models"]:
@@ -273,7 +316,7 @@ def test_no_two_pipelines_declare_the_same_output():
                     )
 
 
-@pytest.mark.parametrize("suite", SUITES)
+@pytest.mark.parametrize("suite", SINGLE)
 def test_readme_names_layout_command_and_number(suite):
     text = (PIPELINES / suite / "README.md").read_text()
     params = load_params(PIPELINES / suite / "params.yaml")
@@ -282,6 +325,149 @@ def test_readme_names_layout_command_and_number(suite):
     assert f"{params.run_dir().as_posix()}/eval/metrics.json" in text
     assert params.run_dir() == Path(f"data/{suite}/runs/{params.dataset}/{params.model}")
     assert "Hardware" in text and "Compare" in text
+
+
+# ----------------------------------------------------------------------------- table suites
+
+IMAGE_MODELS = sorted(name for name, entry in MODELS.items() if entry.model.family.name == "image")
+
+
+@pytest.mark.parametrize("suite", TABLES)
+def test_table_suites_list_every_2d_model(suite):
+    """Every 2D model of the registry is a row of every table suite."""
+    from objdisc.benchmark import table_config
+
+    table, seeds = table_config(load_params(PIPELINES / suite / "params.yaml"))
+    assert sorted(table.models) == IMAGE_MODELS
+    assert seeds == ([0, 1, 2] if suite == "clevrtex-benchmark" else [0])
+
+
+@pytest.mark.parametrize("suite", TABLES)
+def test_every_row_has_its_block_in_each_training_set(suite):
+    """Each row's model has a block (at a known preset) in the params file of every training set
+    of the suite: clevrtex-benchmark's for ClevrTex, clevr-benchmark's for the CLEVR rows."""
+    from objdisc.benchmark import table_config, training_params
+
+    params = load_params(PIPELINES / suite / "params.yaml")
+    table, _ = table_config(params)
+    missing = {}
+    for train in table.training_sets():
+        file = table.params.get(train, f"pipelines/{suite}/params.yaml")
+        models = yaml.safe_load((ROOT / file).read_text())["models"]
+        missing.update({f"{file}: models.{m}": "missing" for m in table.models if m not in models})
+    assert not missing, sorted(missing)
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        bases = training_params(params, table)
+    finally:
+        os.chdir(cwd)
+    for train, base in bases.items():
+        for model in table.models:
+            block = {k: v for k, v in base.models[model].items() if k != "train"}
+            assert block.get("preset") is None or block["preset"] in MODELS[model].presets, (train, model)
+            model_config(model, block, base.data_inputs)
+        assert "{seed}" in base.run_folder and base.outputs == f"data/{suite}"
+        assert base.raw["evaluate"]["dataset"] is None  # the key the evaluate stages override
+
+
+def test_clevrtex_benchmark_is_table_2():
+    from objdisc.benchmark import PUBLISHED, table_config
+
+    params = load_params(PIPELINES / "clevrtex-benchmark" / "params.yaml")
+    table, _ = table_config(params)
+    assert [(c.name, c.train, c.evaluate) for c in table.columns] == [
+        ("CLEVR", "clevr-with-masks", "clevr-with-masks"), ("ClevrTex", "clevrtex", "clevrtex"),
+        ("OOD", "clevrtex", "clevrtex-outd"), ("CAMO", "clevrtex", "clevrtex-camo")]
+    assert table.params == {"clevr-with-masks": "pipelines/clevr-benchmark/params.yaml"}
+    assert table.metrics == ["miou", "fg_ari", "mse_sum"] and table.published == "clevrtex-table2"
+    assert "UNVERIFIED" in PUBLISHED["clevrtex-table2"]["source"]
+    # The paper's ten models have published CLEVR and ClevrTex values; SLATE (not in the paper) none.
+    for column in ("CLEVR", "ClevrTex"):
+        assert sorted(PUBLISHED["clevrtex-table2"]["values"][column]) == sorted(set(IMAGE_MODELS) - {"slate"})
+
+
+@pytest.mark.parametrize("suite", sorted(ZOO))
+def test_zoo_suites_run_the_models_as_params_yaml_does(suite):
+    """The CPU table trains every model exactly as the default pipeline and benchmarks/zoo.py do:
+    params.yaml's models blocks (where it has one: the zoo engineers add theirs there first), its
+    train block and its dataset block."""
+    root = yaml.safe_load((ROOT / "params.yaml").read_text())
+    own = yaml.safe_load((PIPELINES / suite / "params.yaml").read_text())
+    dataset = ZOO[suite]
+    assert own["dataset"] == dataset and own["datasets"] == {dataset: root["datasets"][dataset]}
+    assert own["train"] == root["train"]
+    for model in IMAGE_MODELS:
+        if model in root["models"]:
+            assert own["models"][model] == root["models"][model], (
+                f"pipelines/{suite}/params.yaml: models.{model} differs from params.yaml's; copy it"
+            )
+        else:
+            assert own["models"][model].get("preset") == "cpu"
+
+
+@pytest.mark.parametrize("suite", TABLES)
+def test_table_suite_dvc_yaml_is_a_matrix_per_training_set(suite):
+    """Per dataset convert and index; per training set train and evaluate matrix stages whose rows
+    pass dataset/model/seed on the command line and declare only their model's block; evaluations
+    in eval-<set>/ of runs with the seed in their folder; the table from the runs."""
+    stages, params = suite_files(suite)
+    stages = stages["stages"]
+    table = params["table"]
+    trains = list(dict.fromkeys(c["train"] for c in table["columns"]))
+    sets = list(dict.fromkeys(d for c in table["columns"] for d in (c["train"], c["evaluate"])))
+    assert list(stages) == [f"convert-{d}" for d in sets] + [f"index-{d}" for d in sets] + [
+        f"{step}-{t}" for t in trains for step in ("train", "evaluate")] + ["aggregate"]
+    for t in trains:
+        file = table.get("params", {}).get(t, f"pipelines/{suite}/params.yaml")
+        own = yaml.safe_load((ROOT / file).read_text())
+        run = f"{own['outputs']}/runs/{t}/${{item.model}}/seed${{item.seed}}"
+        train, ev = stages[f"train-{t}"], stages[f"evaluate-{t}"]
+        assert train["matrix"] == {"model": "${table.models}", "seed": "${seeds}"}
+        assert ev["matrix"] == {"model": "${table.models}", "seed": "${seeds}",
+                                "data": [c["evaluate"] for c in table["columns"] if c["train"] == t]}
+        assert train["cmd"] == f"python stages/train.py {file} dataset={t} model=${{item.model}} seed=${{item.seed}}"
+        assert ev["cmd"].endswith("evaluate.dataset=${item.data}")
+        assert train["params"] == [{file: ["models.${item.model}", f"datasets.{t}", "train"]}]
+        assert ev["params"] == [{file: ["datasets.${item.data}", "evaluate", "train.device"]}]
+        assert [next(iter(o)) for o in train["outs"]] == [f"{run}/checkpoints", f"{run}/live", f"{run}/model.pt"]
+        assert all(o.startswith(f"{run}/eval-${{item.data}}/") for o in ev["outs"])
+        assert f"{run}/model.pt" in ev["deps"] and f"{own['outputs']}/index/${{item.data}}.json" in ev["deps"]
+        for key in ("models.slot_attention", f"datasets.{t}", "train", "evaluate", "train.device"):
+            lookup(own, key)
+        for d in [t, *ev["matrix"]["data"]]:
+            assert f"datasets.{d}.source" in stages[f"convert-{d}"]["params"][0][file]
+            lookup(own, f"datasets.{d}.options")
+    aggregate = stages["aggregate"]
+    assert aggregate["params"] == [{f"pipelines/{suite}/params.yaml": ["seeds", "table"]}]
+    assert f"data/{suite}/runs" in aggregate["deps"]
+    assert f"data/{suite}/table/table.md" in aggregate["outs"]
+
+
+def test_table_suite_rows_expand_as_dvc_names_them():
+    stages, params = suite_files("clevrtex-benchmark")
+    names = set(expand_matrix(stages["stages"], params))
+    assert "train-clevrtex@gnm-2" in names and "train-clevr-with-masks@slot_attention-0" in names
+    assert "evaluate-clevrtex@monet-1-clevrtex-outd" in names and "evaluate-clevr-with-masks@spair-0-clevr-with-masks" in names
+    assert len([n for n in names if n.startswith("evaluate-")]) == 11 * 3 * 4
+    assert len([n for n in names if n.startswith("train-")]) == 11 * 3 * 2
+
+
+def test_a_part_is_made_with_its_suite(tmp_path):
+    result = subprocess.run([sys.executable, str(PIPELINES / "make.py"), "clevr-benchmark"], capture_output=True, text=True)
+    assert result.returncode == 2 and "part of the table suite clevrtex-benchmark" in result.stderr
+
+
+@pytest.mark.parametrize("suite", TABLES)
+def test_table_readme_names_command_layout_and_table(suite):
+    text = (PIPELINES / suite / "README.md").read_text()
+    params = load_params(PIPELINES / suite / "params.yaml")
+    assert f"python pipelines/make.py {suite}" in text and f"dvc repro pipelines/{suite}/dvc.yaml" in text
+    assert f"data/{suite}/table/table.md" in text and f"-S 'pipelines/{suite}/params.yaml:seeds=[" in text
+    assert params.run_dir() == Path(f"data/{suite}/runs/{params.dataset}/{params.model}/seed0")
+    assert f"{params.run_dir().as_posix()}/eval-{params.dataset}/metrics.json" in text
+    for dataset in params.datasets:
+        assert f"data/raw/{dataset}" in text
 
 
 @pytest.mark.slow
@@ -305,9 +491,15 @@ def test_dvc_loads_every_pipeline(tmp_path):
         return result.stdout
 
     listed = set(dvc("stage", "list", "--all", "--fail", "--name-only").split())
-    for suite in SUITES:
+    for suite in SINGLE:
         for name in ("convert", "index", "train", "evaluate", "render"):
             assert f"pipelines/{suite}/dvc.yaml:{name}" in listed
+    for suite in TABLES:
+        stages, params = suite_files(suite)
+        for name in expand_matrix(stages["stages"], params):
+            assert f"pipelines/{suite}/dvc.yaml:{name}" in listed, (suite, name)
     dag = dvc("dag", "--md")
-    for suite in SUITES:
+    for suite in SINGLE:
         assert f"pipelines/{suite}/dvc.yaml:train" in dag, suite
+    for suite in TABLES:
+        assert f"pipelines/{suite}/dvc.yaml:aggregate" in dag, suite
