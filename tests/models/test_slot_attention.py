@@ -136,3 +136,19 @@ def test_overfits_one_batch() -> None:
         opt.step()
         losses.append(loss.item())
     assert min(losses[-5:]) < 0.5 * losses[0], losses
+
+
+def test_channels_last_computes_the_same_numbers():
+    # A memory layout, not a model change: same weights, same input → same loss and masks.
+    torch.manual_seed(0)
+    plain = SlotAttentionAutoEncoder(SlotAttentionConfig(resolution=32, num_slots=3, hidden=16, slot_dim=16, mlp_hidden=32))
+    nhwc = SlotAttentionAutoEncoder(SlotAttentionConfig(resolution=32, num_slots=3, hidden=16, slot_dim=16, mlp_hidden=32,
+                                                        channels_last=True))
+    nhwc.load_state_dict(plain.state_dict())
+    assert nhwc.decoder.convs[0].weight.is_contiguous(memory_format=torch.channels_last)
+    batch = {"image": torch.rand(2, 3, 32, 32)}
+    torch.manual_seed(1)
+    a = plain(batch)
+    torch.manual_seed(1)
+    b = nhwc(batch)
+    assert torch.allclose(a.loss, b.loss, atol=1e-5) and torch.allclose(a.masks, b.masks, atol=1e-4)
