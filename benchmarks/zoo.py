@@ -17,6 +17,7 @@ a time. Heavy runs on a shared machine should not overlap: run it under ``flock`
     python benchmarks/zoo.py --models slot_attention          # one model
     python benchmarks/zoo.py                                  # every 2D model in the registry
     python benchmarks/zoo.py --models monet --set train.steps=200   # a shorter look
+    python benchmarks/zoo.py --table                          # the results so far, as Markdown
 """
 
 from __future__ import annotations
@@ -134,6 +135,21 @@ def prove(model: str, args: argparse.Namespace) -> dict[str, Any]:
     return record
 
 
+def table(report: dict[str, Any]) -> str:
+    """The results as a Markdown table, one row per measured model (``--table``)."""
+    rows = ["| model | parameters | steps × batch | FG-ARI | ARI | mIoU | MSE / untrained | train (min) | s/step | load (1 min, end) | bar |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in report["models"].items():
+        s, t = r.get("scores", {}), r.get("train", {})
+        ok = all((r.get("passed") or {}).values()) if r.get("passed") else False
+        failed = [k for k, v in (r.get("passed") or {}).items() if not v]
+        rows.append(f"| {name} | {r.get('parameters', 0):,} | {t.get('steps')} × {t.get('batch_size')} | {s.get('fg_ari', float('nan')):.2f} | "
+                    f"{s.get('ari', float('nan')):.2f} | {s.get('miou', float('nan')):.2f} | {r.get('mse_ratio')} | "
+                    f"{r.get('times_s', {}).get('train_s', 0) / 60:.1f} | {r.get('step_s')} | {r.get('load_average', {}).get('end', ['?'])[0]} | "
+                    f"{'passed' if ok else 'failed: ' + ', '.join(failed)} |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="", help="comma list (default: every 2D model in the registry)")
@@ -141,7 +157,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--work", default=str(ROOT / "data" / "zoo"), help="shards, index and runs of the benchmark")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "zoo-cpu.json"))
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--table", action="store_true", help="print the results in --out as a Markdown table and stop")
     args = p.parse_args(argv)
+    if args.table:
+        print(table(json.loads(Path(args.out).read_text())))
+        return {}
     from objdisc.models import MODELS
 
     names = [m for m in args.models.split(",") if m] or [n for n, e in MODELS.items() if e.model.family.name == "image"]

@@ -99,7 +99,13 @@ def test_gpu_check_runs_on_cpu_at_tiny_size(tmp_path):
     assert [r["model"] for r in report["models"]] == list(MODELS)
     for record in report["models"]:
         assert "error" not in record, record
-        assert record["flops_per_step"] > 0 and record["step_s"] > 0 and record["images_per_s"] > 0
+        assert record["step_s"] > 0 and record["images_per_s"] > 0
+        # FLOPs are counted for every model but SLATE, whose implicit Slot Attention iterations run
+        # under no_grad on inputs that require grad, which FlopCounterMode's module tracker refuses.
+        if record["model"] == "slate":
+            assert record["flops_per_step"] is None and record["flops_error"].startswith("AssertionError")
+        else:
+            assert record["flops_per_step"] > 0 and record["flops_error"] is None
         assert set(record["attention"]) >= {"sdpa_called", "fast_kernel"}
     by_model = {r["model"]: r for r in report["models"]}
     assert by_model["srt"]["attention"]["sdpa_called"] and by_model["srt"]["attention"]["fast_kernel"]
