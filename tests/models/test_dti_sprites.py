@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 
+import functools
+
 import pytest
 import torch
 
@@ -18,6 +20,8 @@ from objdisc.models.dti_sprites import (
 from objdisc.train.optim import Optimisation
 from objdisc.config import TrainConfig
 
+from . import scenes
+
 
 def tiny(**overrides) -> DTISpritesConfig:
     kwargs = dict(
@@ -29,15 +33,7 @@ def tiny(**overrides) -> DTISpritesConfig:
     return DTISpritesConfig(**kwargs)
 
 
-def squares(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    images = torch.full((n, 3, size, size), 0.3)
-    side = size // 4
-    for i in range(n):
-        for _ in range(2):
-            y, x = torch.randint(0, size - side, (2,), generator=g).tolist()
-            images[i, :, y : y + side, x : x + side] = torch.rand(3, 1, 1, generator=g)
-    return images
+squares = functools.partial(scenes.squares, size=32, background=0.3)
 
 
 def test_parameter_count_matches_benchmark() -> None:

@@ -9,6 +9,8 @@ import torch
 from objdisc.models.gnm import GNM, PRESETS, GNMConfig
 from objdisc.train.schedule import Anneal
 
+from .scenes import squares
+
 
 def tiny(**overrides) -> GNMConfig:
     kwargs = {
@@ -23,15 +25,6 @@ def tiny(**overrides) -> GNMConfig:
     return GNMConfig(**kwargs)
 
 
-def squares(n: int, size: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    images = torch.full((n, 3, size, size), 0.4)
-    side = size // 4
-    for i in range(n):
-        for _ in range(2):
-            y, x = torch.randint(0, size - side, (2,), generator=g).tolist()
-            images[i, :, y : y + side, x : x + side] = torch.rand(3, 1, 1, generator=g)
-    return images
 
 
 def test_parameter_count_and_sigma_presets():

@@ -9,16 +9,9 @@ import torch
 from objdisc.models import MODELS
 from objdisc.models.iodine import IODINE, IODINEConfig, PRESETS
 
+from .scenes import squares
 
-def squares(n: int, size: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    images = torch.full((n, 3, size, size), 0.4)
-    side = size // 4
-    for i in range(n):
-        for _ in range(2):
-            y, x = torch.randint(0, size - side, (2,), generator=g).tolist()
-            images[i, :, y : y + side, x : x + side] = torch.rand(3, 1, 1, generator=g)
-    return images
+
 
 
 def tiny(**kw) -> IODINEConfig:

@@ -4,12 +4,16 @@ the optimiser groups, overfitting."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
 from objdisc.config import TrainConfig
 from objdisc.models.marionette import GROUPS, MarioNette, MarioNetteConfig, PartialConv2d, group_norm
 from objdisc.train.optim import Optimisation
+
+from . import scenes
 
 
 def tiny(**overrides) -> MarioNetteConfig:
@@ -18,15 +22,7 @@ def tiny(**overrides) -> MarioNetteConfig:
     return MarioNetteConfig(**kwargs)
 
 
-def squares(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    images = torch.full((n, 3, size, size), 0.3)
-    side = size // 4
-    for i in range(n):
-        for _ in range(2):
-            y, x = torch.randint(0, size - side, (2,), generator=g).tolist()
-            images[i, :, y : y + side, x : x + side] = torch.rand(3, 1, 1, generator=g)
-    return images
+squares = functools.partial(scenes.squares, size=32, background=0.3)
 
 
 def test_parameter_count_matches_benchmark() -> None:

@@ -4,6 +4,8 @@ temperature schedule, the optimiser groups, overfitting."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -12,6 +14,8 @@ from objdisc.models.blocks.dvae import relaxed_tokens
 from objdisc.models.slate import PRESETS, SLATE, SLATEConfig
 from objdisc.train.optim import Optimisation
 from objdisc.train.schedule import Anneal
+
+from . import scenes
 
 
 def tiny(**overrides) -> SLATEConfig:
@@ -23,15 +27,7 @@ def tiny(**overrides) -> SLATEConfig:
     return SLATEConfig(**kwargs)
 
 
-def squares(n: int, size: int = 16, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    images = torch.full((n, 3, size, size), 0.3)
-    side = size // 4
-    for i in range(n):
-        for _ in range(2):
-            y, x = torch.randint(0, size - side, (2,), generator=g).tolist()
-            images[i, :, y : y + side, x : x + side] = torch.rand(3, 1, 1, generator=g)
-    return images
+squares = functools.partial(scenes.squares, size=16, background=0.3)
 
 
 def n_params(module: torch.nn.Module) -> int:

@@ -9,6 +9,8 @@ from objdisc.models.base import ModelOutput
 from objdisc.models.family import IMAGE
 from objdisc.models.slot_attention import SlotAttentionAutoEncoder, SlotAttentionConfig
 
+from .scenes import squares
+
 
 
 
@@ -18,16 +20,6 @@ def tiny(**overrides) -> SlotAttentionConfig:
     return SlotAttentionConfig(**kwargs)
 
 
-def squares(n: int, size: int, seed: int = 0) -> torch.Tensor:
-    """[n, 3, size, size] images in [0, 1]: a grey background with two coloured squares each."""
-    g = torch.Generator().manual_seed(seed)
-    images = torch.full((n, 3, size, size), 0.4)
-    side = size // 4
-    for i in range(n):
-        for _ in range(2):
-            y, x = torch.randint(0, size - side, (2,), generator=g).tolist()
-            images[i, :, y : y + side, x : x + side] = torch.rand(3, 1, 1, generator=g)
-    return images
 
 
 def n_params(model: torch.nn.Module) -> int:

@@ -11,6 +11,8 @@ from objdisc.models.space import PRESETS, SPACE, SPACEConfig
 from objdisc.train.optim import Optimisation
 from objdisc.train.schedule import Anneal
 
+from .scenes import squares
+
 
 def tiny(**overrides) -> SPACEConfig:
     kwargs = {
@@ -21,15 +23,6 @@ def tiny(**overrides) -> SPACEConfig:
     return SPACEConfig(**kwargs)
 
 
-def squares(n: int, size: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    images = torch.full((n, 3, size, size), 0.4)
-    side = size // 4
-    for i in range(n):
-        for _ in range(2):
-            y, x = torch.randint(0, size - side, (2,), generator=g).tolist()
-            images[i, :, y : y + side, x : x + side] = torch.rand(3, 1, 1, generator=g)
-    return images
 
 
 def n_params(module) -> int:

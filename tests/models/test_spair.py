@@ -11,6 +11,8 @@ from objdisc.models.spair import PRESETS, SPAIR, SPAIRConfig
 from objdisc.train.optim import Optimisation
 from objdisc.train.schedule import Anneal
 
+from .scenes import squares
+
 
 def tiny(**overrides) -> SPAIRConfig:
     kwargs = {
@@ -22,16 +24,6 @@ def tiny(**overrides) -> SPAIRConfig:
     return SPAIRConfig(**kwargs)
 
 
-def squares(n: int, size: int, seed: int = 0) -> torch.Tensor:
-    """[n, 3, size, size]: a grey background with two coloured squares each."""
-    g = torch.Generator().manual_seed(seed)
-    images = torch.full((n, 3, size, size), 0.4)
-    side = size // 4
-    for i in range(n):
-        for _ in range(2):
-            y, x = torch.randint(0, size - side, (2,), generator=g).tolist()
-            images[i, :, y : y + side, x : x + side] = torch.rand(3, 1, 1, generator=g)
-    return images
 
 
 def n_params(model) -> int:
