@@ -237,17 +237,34 @@ def set_aside(run_dir: Path) -> Path:
 
 
 def truncate_logs(live_dir: Path, step: int) -> None:
-    """Drop DVCLive rows logged after ``step`` (the checkpoint a resumed run restarts from), so
-    each step appears once in every curve."""
+    """Bring DVCLive's files back to the checkpoint a resumed run restarts from.
+
+    Rows logged after ``step`` are dropped, so each step appears once in every curve. DVCLive
+    writes its files in place, not atomically, so a kill can also leave a half-written last row
+    or an empty ``metrics.json``; DVCLive cannot resume from the latter, so it is rewritten with
+    the checkpoint's step (the next summary fills in the rest)."""
     for path in sorted((live_dir / "plots" / "metrics").rglob("*.tsv")):
         lines = path.read_text().splitlines(keepends=True)
         if not lines:
             continue
-        column = lines[0].rstrip("\r\n").split("\t").index("step")
-        kept = [lines[0]] + [line for line in lines[1:] if int(line.split("\t")[column]) <= step]
+        header = lines[0].rstrip("\r\n").split("\t")
+        column = header.index("step")
+        kept = [lines[0]]
+        for line in lines[1:]:
+            fields = line.rstrip("\r\n").split("\t")
+            complete = line.endswith("\n") and len(fields) == len(header) and fields[column].isdigit()
+            if complete and int(fields[column]) <= step:
+                kept.append(line)
         if len(kept) != len(lines):
             with atomic_write(path, "w") as f:
                 f.writelines(kept)
+    summary = live_dir / "metrics.json"
+    if summary.exists():
+        try:
+            json.loads(summary.read_text())
+        except ValueError:
+            with atomic_write(summary, "w") as f:
+                json.dump({"step": step}, f)
 
 
 def save_checkpoint(

@@ -151,3 +151,22 @@ def test_truncate_logs_keeps_each_step_once(tmp_path):
     truncate_logs(tmp_path / "live", 20)
     assert (metrics / "loss.tsv").read_text() == "step\tloss\n10\t0.5\n20\t0.4\n"
     assert (metrics / "lr.tsv").read_text() == "timestamp\tstep\tlr\n1\t10\t0.1\n2\t20\t0.1\n"
+
+
+def test_truncate_logs_repairs_files_a_kill_left_half_written(tmp_path):
+    """A SIGKILL while DVCLive rewrote its summary left an empty ``metrics.json``, and resuming
+    failed with a JSONDecodeError (found by the kill-and-resume test in CI). A half-written last
+    row must not end up in the curve either."""
+    from dvclive import Live
+
+    from objdisc.train.loop import truncate_logs
+
+    live = tmp_path / "live"
+    metrics = live / "plots/metrics/train"
+    metrics.mkdir(parents=True)
+    (metrics / "loss.tsv").write_text("timestamp\tstep\tloss\n1\t10\t0.5\n2\t20\t0.4\n3\t3")
+    (live / "metrics.json").write_text("")
+    truncate_logs(live, 20)
+    assert (metrics / "loss.tsv").read_text() == "timestamp\tstep\tloss\n1\t10\t0.5\n2\t20\t0.4\n"
+    resumed = Live(str(live), resume=True, dvcyaml=None, save_dvc_exp=False)
+    assert resumed.step == 21
