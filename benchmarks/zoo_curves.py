@@ -11,8 +11,11 @@ It runs without the pipeline's packages (no DVC, WebDataset or DVCLive), so that
 bare GPU machine: the sprites are exported once to one tensor file.
 
     python benchmarks/zoo_curves.py export                       # data/zoo shards → data/zoo/sprites.pt
-    python benchmarks/zoo_curves.py run --device cuda --seconds 170 --out /tmp/curves   # every 2D model at once
-    python benchmarks/zoo_curves.py merge /tmp/curves             # → benchmarks/results/zoo-curves-<device>.json
+    python benchmarks/zoo_curves.py run --device cuda --seconds 150 --out /tmp/curves.json   # every 2D model at once
+    python benchmarks/zoo_curves.py merge /tmp/curves.json        # → benchmarks/results/zoo-curves-<device>.json
+
+On a GPU machine the eleven processes share the GPU: a 150-second run took 230 s of wall time
+with start-up and evaluations (one H200).
 """
 
 from __future__ import annotations
@@ -139,18 +142,39 @@ def one(model_name: str, data_path: Path, device: str, seconds: float, eval_seco
 
 
 def run(args: argparse.Namespace) -> None:
+    """Every model in its own process, all at once (small models leave a GPU mostly idle). Their
+    records are gathered into the one ``--out`` file every few seconds: a machine that returns
+    only a few files, or a run cut off by a time limit, still gives every curve so far."""
+    import tempfile
+
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    parts = Path(tempfile.mkdtemp(prefix="zoo-curves-"))
     models = MODELS_2D if args.models == "all" else tuple(args.models.split(","))
     procs = []
-    for name in models:  # one process each, all at once: small models leave a GPU mostly idle
+    for name in models:
         cmd = [sys.executable, __file__, "one", name, "--data", args.data, "--device", args.device,
-               "--seconds", str(args.seconds), "--eval-seconds", str(args.eval_seconds), "--out", str(out / f"{name}.json")]
+               "--seconds", str(args.seconds), "--eval-seconds", str(args.eval_seconds), "--out", str(parts / f"{name}.json")]
         for override in args.set or []:
             cmd += ["--set", override]
         procs.append((name, subprocess.Popen(cmd)))
+
+    def gather() -> None:
+        records = {}
+        for path in sorted(parts.glob("*.json")):
+            try:
+                records[path.stem] = json.loads(path.read_text())
+            except ValueError:
+                pass  # being replaced at this moment: the next gather has it
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"models": records}, indent=1))
+        tmp.replace(out)
+
+    while any(proc.poll() is None for _, proc in procs):
+        gather()
+        time.sleep(5)
+    gather()
     for name, proc in procs:
-        proc.wait()
         print(f"{name}: exit {proc.returncode}", flush=True)
 
 
@@ -159,8 +183,12 @@ def crossing(curve: list[dict[str, Any]], bar: float = 0.5) -> int | None:
     return next((p["step"] for p in curve if p.get("fg_ari", 0.0) >= bar), None)
 
 
-def merge(folder: Path, out: Path | None) -> None:
-    records = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+def merge(source: Path, out: Path | None) -> None:
+    """``source``: the file ``run`` wrote, or a folder of per-model records."""
+    if source.is_dir():
+        records = {p.stem: json.loads(p.read_text()) for p in sorted(source.glob("*.json"))}
+    else:
+        records = json.loads(source.read_text())["models"]
     cpu_path = ROOT / "benchmarks" / "results" / "zoo-cpu.json"
     cpu = json.loads(cpu_path.read_text())["models"] if cpu_path.exists() else {}
     for name, r in records.items():
@@ -197,9 +225,9 @@ def main() -> None:
         r.add_argument("--seconds", type=float, default=170.0, help="training wall time per model")
         r.add_argument("--eval-seconds", type=float, default=15.0, help="training seconds between validations")
         r.add_argument("--set", action="append", help="params override (key=value), repeatable")
-        r.add_argument("--out", required=True)
+        r.add_argument("--out", required=True, help="run: the one JSON of every curve; one: the model's record")
     m = sub.add_parser("merge", help="one JSON of every model's curve, with the CPU budget each needs")
-    m.add_argument("folder")
+    m.add_argument("source", help="the --out file of run (or a folder of per-model records)")
     m.add_argument("--out")
     args = p.parse_args()
     if args.command == "export":
@@ -209,7 +237,7 @@ def main() -> None:
     elif args.command == "one":
         one(args.model, Path(args.data), args.device, args.seconds, args.eval_seconds, args.set or [], Path(args.out))
     else:
-        merge(Path(args.folder), Path(args.out) if args.out else None)
+        merge(Path(args.source), Path(args.out) if args.out else None)
 
 
 if __name__ == "__main__":

@@ -110,3 +110,37 @@ def test_gpu_check_runs_on_cpu_at_tiny_size(tmp_path):
     by_model = {r["model"]: r for r in report["models"]}
     assert by_model["srt"]["attention"]["sdpa_called"] and by_model["srt"]["attention"]["fast_kernel"]
     assert report["ddp"]["ok"] and report["ddp"]["world_size"] == 1
+
+
+def test_zoo_curves_runs_models_in_parallel_and_merges(tmp_path):
+    """zoo_curves.py trains each model in its own process from one tensor file and gathers every
+    curve into one JSON; merge finds the step where FG-ARI crossed 0.5."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    split = lambda n: {"image": torch.randint(0, 256, (n, 3, 64, 64), generator=g, dtype=torch.uint8),  # noqa: E731
+                       "mask": torch.randint(0, 3, (n, 64, 64), generator=g, dtype=torch.uint8)}
+    data = tmp_path / "sprites.pt"
+    torch.save({"train": split(8), "val": split(4), "test": split(4)}, data)
+    out = tmp_path / "curves.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "zoo_curves.py"), "run", "--models", "slot_attention,monet",
+         "--data", str(data), "--seconds", "0.5", "--eval-seconds", "0.2", "--out", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = json.loads(out.read_text())["models"]
+    assert set(records) == {"slot_attention", "monet"}
+    for record in records.values():
+        assert "error" not in record, record["error"]
+        assert record["curve"][0]["step"] == 0 and record["curve"][-1]["step"] >= 1
+        assert 0.0 <= record["test"]["mse"] and -1.0 <= record["test"]["fg_ari"] <= 1.0
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from zoo_curves import crossing, merge
+
+    assert crossing([{"step": 0, "fg_ari": 0.1}, {"step": 300, "fg_ari": 0.52}, {"step": 600, "fg_ari": 0.4}]) == 300
+    assert crossing([{"step": 0, "fg_ari": 0.1}]) is None
+    merge(out, tmp_path / "merged.json")
+    merged = json.loads((tmp_path / "merged.json").read_text())
+    assert merged["device"] == "cpu" and set(merged["models"]) == {"slot_attention", "monet"}
