@@ -260,6 +260,9 @@ PRESETS = {
     "benchmark": IODINEConfig(),
     # The paper's CLEVR / Multi-dSprites setting (64² crops there; size comes from the data): z 64, 5 iterations.
     "paper": IODINEConfig(z_dim=64, component="pixel"),
-    # The proving ground (64² sprites, 2 CPU cores): narrow, 3 iterations, decoded at 32².
-    "cpu": IODINEConfig(z_dim=32, iterations=3, conv_channels=16, lstm_dim=128, decoder_resolution=32, component="pixel"),
+    # The proving ground (64² sprites, 2 CPU cores): narrow, 3 iterations, decoded at 32², and
+    # PyTorch's Xavier gain 1: from the benchmark's gain 0.02 every slot decodes the same grey for
+    # hundreds of steps (validation MSE 0.031 after 700 steps on a GPU; at gain 1, after 100).
+    "cpu": IODINEConfig(z_dim=32, iterations=3, conv_channels=16, lstm_dim=128, decoder_resolution=32, component="pixel",
+                        init_gain=1.0),
 }
