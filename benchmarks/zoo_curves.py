@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -174,6 +175,7 @@ def run(args: argparse.Namespace) -> None:
         gather()
         time.sleep(5)
     gather()
+    shutil.rmtree(parts)  # this run's own temporary records, all in --out now
     for name, proc in procs:
         print(f"{name}: exit {proc.returncode}", flush=True)
 
