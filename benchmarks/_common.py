@@ -37,6 +37,32 @@ from objdisc.io import write_json  # noqa: E402  (after the sys.path set-up abov
 __all__ = ["write_json"]  # re-exported for the benchmark scripts
 
 
+# ----------------------------------------------------------------------------- the sprites proving ground
+
+
+def sprites_params(model: str, overrides: list[str] = (), options: list[str] = (), outputs: Path | None = None):
+    """params.yaml as ``dvc exp run -S dataset=sprites -S model=<model>`` sees it: the proving
+    ground's settings (benchmarks/zoo.py, benchmarks/zoo_curves.py).
+
+    ``overrides`` are ``key=value`` as ``-S`` takes them (the key must exist); ``options`` are
+    ``field=value`` (value in YAML) for fields of the model's config that params.yaml does not list,
+    e.g. ``presence_prior={kind: linear, start: 0.1, end: 0.01, begin: 0, until: 400}``, for trying
+    a setting without editing params.yaml; the model's config rejects an unknown field by name."""
+    import yaml
+
+    from objdisc.config import ConfigError, load_params
+
+    params = load_params(ROOT / "params.yaml", ["dataset=sprites", f"model={model}", *overrides])
+    for option in options:
+        field, sep, text = option.partition("=")
+        if not sep or not field.strip():
+            raise ConfigError(f"option '{option}': expected field=value")
+        params.models[model] = {**params.models[model], field.strip(): yaml.safe_load(text)}
+    if outputs is not None:
+        params.outputs = str(outputs)
+    return params
+
+
 # ----------------------------------------------------------------------------- machine
 
 

@@ -32,17 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, machine_info, write_json
+from _common import ROOT, machine_info, sprites_params, write_json
 
 BAR = {"fg_ari": 0.5, "mse_ratio": 0.5, "minutes": 15.0}
-
-
-def load(overrides: list[str], work: Path, model: str):
-    from objdisc.config import load_params
-
-    params = load_params(ROOT / "params.yaml", ["dataset=sprites", f"model={model}", *overrides])
-    params.outputs = str(work)  # shards, index and runs under the work folder; raw stays in data/raw
-    return params
 
 
 def prepare_data(params, progress: bool) -> dict[str, float]:
@@ -70,6 +62,22 @@ def curve(run_dir: Path, name: str) -> list[list[float]]:
     return [[int(r[0]), round(float(r[1]), 4)] for r in rows]
 
 
+MARKER = ".made-by-benchmarks-zoo"  # in each run folder this script made, and only those
+
+
+def fresh_run_dir(run_dir: Path) -> None:
+    """Every measurement is a fresh run: the folder of the previous one is deleted, but only if
+    this script made it. With ``--work`` pointing at a pipeline's outputs (``--work data``), the
+    run folder is a user's trained model, and deleting it would lose hours; that stops here."""
+    if run_dir.exists():
+        if not (run_dir / MARKER).exists():
+            raise SystemExit(f"error: {run_dir} exists and was not made by benchmarks/zoo.py; not deleting it. "
+                             "Give --work a folder of its own (default data/zoo).")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    (run_dir / MARKER).touch()
+
+
 def prove(model: str, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -78,15 +86,15 @@ def prove(model: str, args: argparse.Namespace) -> dict[str, Any]:
     from objdisc.models import MODELS, param_count
 
     work = Path(args.work).resolve()
-    params = load(args.set or [], work, model)
+    # shards, index and runs under the work folder; raw stays in data/raw
+    params = sprites_params(model, args.set or [], args.option or [], outputs=work)
     os.chdir(ROOT)
     if MODELS[model].model.family.name != "image":
         return {"model": model, "skipped": "not a 2D model"}
     load_start = os.getloadavg()
     times = prepare_data(params, args.progress)
     run_dir = params.run_dir()
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # this benchmark's own run folder under --work: always a fresh run
+    fresh_run_dir(run_dir)
 
     # The baseline: the same model, same seed, untrained.
     torch.manual_seed(params.seed)
@@ -115,6 +123,7 @@ def prove(model: str, args: argparse.Namespace) -> dict[str, Any]:
         "parameters": param_count(untrained),
         "train": {"steps": train.steps, "batch_size": train.batch_size, "lr": train.lr, "optimizer": train.optimizer},
         "overrides": args.set or [],
+        "options": args.option or [],
         "seed": params.seed,
         "scores": {k: round(v, 5) for k, v in scores.items()},
         "untrained": {k: round(base[k], 5) for k in ("mse", "fg_ari", "ari", "miou") if k in base},
@@ -154,6 +163,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="", help="comma list (default: every 2D model in the registry)")
     p.add_argument("--set", action="append", help="params override (key=value), repeatable")
+    p.add_argument("--option", action="append", help="a field of the model's config (field=YAML value), repeatable")
     p.add_argument("--work", default=str(ROOT / "data" / "zoo"), help="shards, index and runs of the benchmark")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "zoo-cpu.json"))
     p.add_argument("--progress", action="store_true")

@@ -30,17 +30,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # objdisc, uninstalled
+from _common import ROOT, sprites_params  # _common also puts the repository on sys.path
 
-ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "zoo" / "sprites.pt"
 MODELS_2D = ("slot_attention", "monet", "iodine", "genesis_v2", "emorl", "spair", "space", "gnm", "dti_sprites", "marionette", "slate")
-
-
-def params_for(model: str, overrides: list[str]):
-    from objdisc.config import load_params
-
-    return load_params(ROOT / "params.yaml", ["dataset=sprites", f"model={model}", *overrides])
 
 
 def export(work: Path, out: Path) -> None:
@@ -50,8 +43,7 @@ def export(work: Path, out: Path) -> None:
     from objdisc import pipeline
     from objdisc.data.loading import EvalSampler, make_loader
 
-    params = params_for("slot_attention", [])
-    params.outputs = str(work)
+    params = sprites_params("slot_attention", outputs=work)
     splits = {}
     for split in ("train", "val", "test"):
         ds = pipeline.dataset(params, split, train=False)
@@ -85,7 +77,8 @@ def evaluate(model, data: dict[str, Any], device, step: int, batch_size: int = 5
     return {k: round(v / n, 5) for k, v in sums.items()}
 
 
-def one(model_name: str, data_path: Path, device: str, seconds: float, eval_seconds: float, overrides: list[str], out: Path) -> None:
+def one(model_name: str, data_path: Path, device: str, seconds: float, eval_seconds: float, overrides: list[str],
+        out: Path, options: list[str] = ()) -> None:
     """Train one model for ``seconds`` of wall time, evaluating on the validation split every
     ``eval_seconds``; the record is rewritten after every point, so a cut-off run keeps its curve."""
     import torch
@@ -94,7 +87,7 @@ def one(model_name: str, data_path: Path, device: str, seconds: float, eval_seco
     from objdisc.train.optim import Optimisation
     from objdisc.train.step import train_step
 
-    record: dict[str, Any] = {"model": model_name, "overrides": overrides, "device": device, "curve": []}
+    record: dict[str, Any] = {"model": model_name, "overrides": overrides, "options": list(options), "device": device, "curve": []}
 
     def save() -> None:
         tmp = out.with_suffix(".tmp")
@@ -102,7 +95,7 @@ def one(model_name: str, data_path: Path, device: str, seconds: float, eval_seco
         tmp.replace(out)
 
     try:
-        params = params_for(model_name, overrides)
+        params = sprites_params(model_name, overrides, options)
         cfg = params.training
         torch.manual_seed(params.seed)
         dev = torch.device(device)
@@ -158,6 +151,8 @@ def run(args: argparse.Namespace) -> None:
                "--seconds", str(args.seconds), "--eval-seconds", str(args.eval_seconds), "--out", str(parts / f"{name}.json")]
         for override in args.set or []:
             cmd += ["--set", override]
+        for option in args.option or []:
+            cmd += ["--option", option]
         procs.append((name, subprocess.Popen(cmd)))
 
     def gather() -> None:
@@ -227,6 +222,7 @@ def main() -> None:
         r.add_argument("--seconds", type=float, default=170.0, help="training wall time per model")
         r.add_argument("--eval-seconds", type=float, default=15.0, help="training seconds between validations")
         r.add_argument("--set", action="append", help="params override (key=value), repeatable")
+        r.add_argument("--option", action="append", help="a field of the model's config (field=YAML value), repeatable")
         r.add_argument("--out", required=True, help="run: the one JSON of every curve; one: the model's record")
     m = sub.add_parser("merge", help="one JSON of every model's curve, with the CPU budget each needs")
     m.add_argument("source", help="the --out file of run (or a folder of per-model records)")
@@ -237,7 +233,8 @@ def main() -> None:
     elif args.command == "run":
         run(args)
     elif args.command == "one":
-        one(args.model, Path(args.data), args.device, args.seconds, args.eval_seconds, args.set or [], Path(args.out))
+        one(args.model, Path(args.data), args.device, args.seconds, args.eval_seconds, args.set or [], Path(args.out),
+            args.option or [])
     else:
         merge(Path(args.source), Path(args.out) if args.out else None)
 

@@ -144,3 +144,52 @@ def test_zoo_curves_runs_models_in_parallel_and_merges(tmp_path):
     merge(out, tmp_path / "merged.json")
     merged = json.loads((tmp_path / "merged.json").read_text())
     assert merged["device"] == "cpu" and set(merged["models"]) == {"slot_attention", "monet"}
+
+
+def test_sprites_params_options_reach_the_model_config():
+    """--option sets a config field params.yaml does not list (here an annealing schedule), and a
+    misspelt field or a malformed option is an error naming it, not a silently ignored setting."""
+    import pytest
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _common import sprites_params
+
+    from objdisc.config import ConfigError
+    from objdisc.models import model_config
+    from objdisc.train.schedule import Anneal
+
+    schedule = "presence_prior={kind: linear, start: 0.1, end: 0.01, begin: 0, until: 400}"
+    params = sprites_params("gnm", ["models.gnm.train.steps=7"], [schedule, "sigma=0.3"])
+    cfg = model_config(params.model, params.model_options, params.data_inputs)
+    assert cfg.presence_prior == Anneal.linear(0.1, 0.01, 0, 400) and cfg.sigma == 0.3
+    assert params.training.steps == 7 and params.dataset == "sprites"
+    assert sprites_params("gnm").models["gnm"].get("sigma") is None  # params.yaml itself untouched
+
+    bad = sprites_params("gnm", options=["sigmaa=0.3"])
+    with pytest.raises(ConfigError, match="sigmaa"):
+        model_config(bad.model, bad.model_options, bad.data_inputs)
+    with pytest.raises(ConfigError, match="field=value"):
+        sprites_params("gnm", options=["sigma 0.3"])
+
+
+def test_zoo_deletes_only_run_folders_it_made(tmp_path):
+    """benchmarks/zoo.py starts each measurement afresh; with --work pointing at a pipeline's
+    outputs it must refuse to delete a user's run instead of deleting it."""
+    import pytest
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from zoo import MARKER, fresh_run_dir
+
+    users_run = tmp_path / "runs" / "sprites" / "monet"
+    users_run.mkdir(parents=True)
+    (users_run / "model.pt").write_bytes(b"hours of training")
+    with pytest.raises(SystemExit, match="not made by benchmarks/zoo.py"):
+        fresh_run_dir(users_run)
+    assert (users_run / "model.pt").read_bytes() == b"hours of training"
+
+    ours = tmp_path / "work" / "runs" / "sprites" / "monet"
+    fresh_run_dir(ours)  # a new folder, marked
+    assert (ours / MARKER).exists()
+    (ours / "model.pt").write_bytes(b"last measurement")
+    fresh_run_dir(ours)  # the previous measurement goes, the mark stays
+    assert (ours / MARKER).exists() and not (ours / "model.pt").exists()
