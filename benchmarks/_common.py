@@ -40,9 +40,10 @@ __all__ = ["write_json"]  # re-exported for the benchmark scripts
 # ----------------------------------------------------------------------------- the sprites proving ground
 
 
-def sprites_params(model: str, overrides: list[str] = (), options: list[str] = (), outputs: Path | None = None):
-    """params.yaml as ``dvc exp run -S dataset=sprites -S model=<model>`` sees it: the proving
-    ground's settings (benchmarks/zoo.py, benchmarks/zoo_curves.py).
+def bench_params(model: str, overrides: list[str] = (), options: list[str] = (), outputs: Path | None = None,
+                 dataset: str = "sprites"):
+    """params.yaml as ``dvc exp run -S dataset=<dataset> -S model=<model>`` sees it: by default the
+    proving ground's settings (benchmarks/zoo.py, benchmarks/zoo_curves.py).
 
     ``overrides`` are ``key=value`` as ``-S`` takes them (the key must exist); ``options`` are
     ``field=value`` (value in YAML) for fields of the model's config that params.yaml does not list,
@@ -52,7 +53,7 @@ def sprites_params(model: str, overrides: list[str] = (), options: list[str] = (
 
     from objdisc.config import ConfigError, load_params
 
-    params = load_params(ROOT / "params.yaml", ["dataset=sprites", f"model={model}", *overrides])
+    params = load_params(ROOT / "params.yaml", [f"dataset={dataset}", f"model={model}", *overrides])
     for option in options:
         field, sep, text = option.partition("=")
         if not sep or not field.strip():

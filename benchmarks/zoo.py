@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, machine_info, sprites_params, write_json
+from _common import ROOT, machine_info, bench_params, write_json
 
 BAR = {"fg_ari": 0.5, "mse_ratio": 0.5, "minutes": 15.0}
 
@@ -87,7 +87,7 @@ def prove(model: str, args: argparse.Namespace) -> dict[str, Any]:
 
     work = Path(args.work).resolve()
     # shards, index and runs under the work folder; raw stays in data/raw
-    params = sprites_params(model, args.set or [], args.option or [], outputs=work)
+    params = bench_params(model, args.set or [], args.option or [], outputs=work)
     os.chdir(ROOT)
     if MODELS[model].model.family.name != "image":
         return {"model": model, "skipped": "not a 2D model"}

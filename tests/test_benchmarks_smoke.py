@@ -146,30 +146,78 @@ def test_zoo_curves_runs_models_in_parallel_and_merges(tmp_path):
     assert merged["device"] == "cpu" and set(merged["models"]) == {"slot_attention", "monet"}
 
 
-def test_sprites_params_options_reach_the_model_config():
+def test_zoo_curves_sweep_runs_variants_with_their_own_settings(tmp_path):
+    """A sweep runs each variant of one model with its own settings and step cap; the EMA weights
+    are what gets evaluated and saved, and `picture` draws them."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    split = lambda n: {"image": torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),  # noqa: E731
+                       "mask": torch.randint(0, 3, (n, 32, 32), generator=g, dtype=torch.uint8)}
+    data = tmp_path / "synth.pt"
+    torch.save({"train": split(8), "val": split(4), "test": split(4)}, data)
+    variants = tmp_path / "variants.yaml"
+    variants.write_text("fast: {steps: 3, set: [train.batch_size=4, train.lr=0.002]}\n"
+                        "slow: {steps: 2, set: [train.batch_size=2, train.ema_decay=0.0], option: [iters=2]}\n")
+    out = tmp_path / "sweep.json"
+    script = str(ROOT / "benchmarks" / "zoo_curves.py")
+    proc = subprocess.run(
+        [sys.executable, script, "sweep", str(variants), "--dataset", "synth", "--data", str(data), "--seconds", "60",
+         "--eval-every", "1", "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = json.loads(out.read_text())["models"]
+    assert set(records) == {"fast", "slow"}
+    assert "error" not in records["fast"] and "error" not in records["slow"], records
+    assert [p["step"] for p in records["fast"]["curve"]] == [0, 1, 2, 3]  # the step cap, evaluated every step
+    assert [p["step"] for p in records["slow"]["curve"]] == [0, 1, 2]
+    assert (records["fast"]["batch_size"], records["fast"]["lr"], records["fast"]["ema_decay"]) == (4, 0.002, 0.99)
+    assert (records["slow"]["batch_size"], records["slow"]["ema_decay"]) == (2, 0.0)
+    assert records["slow"]["options"] == ["iters=2"] and 0 < records["fast"]["test"]["psnr"]
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("x: {steps: 1, sett: []}\n")
+    proc = subprocess.run([sys.executable, script, "sweep", str(bad), "--data", str(data), "--out", str(tmp_path / "b.json")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode != 0 and "unknown keys" in proc.stderr
+
+    weights, picture = tmp_path / "w.pt", tmp_path / "p.png"
+    proc = subprocess.run(
+        [sys.executable, script, "one", "slot_attention", "--dataset", "synth", "--data", str(data), "--steps", "2",
+         "--set", "train.batch_size=2", "--save", str(weights), "--out", str(tmp_path / "one.json")],
+        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0 and "error" not in json.loads((tmp_path / "one.json").read_text()), proc.stderr[-3000:]
+    proc = subprocess.run([sys.executable, script, "picture", str(weights), "--data", str(data), "--out", str(picture)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from PIL import Image
+
+    assert Image.open(picture).size[0] > 32 * 4  # input, reconstruction, two segmentations and the slots
+
+
+def test_bench_params_options_reach_the_model_config():
     """--option sets a config field params.yaml does not list (here an annealing schedule), and a
     misspelt field or a malformed option is an error naming it, not a silently ignored setting."""
     import pytest
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from _common import sprites_params
+    from _common import bench_params
 
     from objdisc.config import ConfigError
     from objdisc.models import model_config
     from objdisc.train.schedule import Anneal
 
     schedule = "presence_prior={kind: linear, start: 0.1, end: 0.01, begin: 0, until: 400}"
-    params = sprites_params("gnm", ["models.gnm.train.steps=7"], [schedule, "sigma=0.3"])
+    params = bench_params("gnm", ["models.gnm.train.steps=7"], [schedule, "sigma=0.3"])
     cfg = model_config(params.model, params.model_options, params.data_inputs)
     assert cfg.presence_prior == Anneal.linear(0.1, 0.01, 0, 400) and cfg.sigma == 0.3
     assert params.training.steps == 7 and params.dataset == "sprites"
-    assert sprites_params("gnm").models["gnm"].get("sigma") is None  # params.yaml itself untouched
+    assert bench_params("gnm").models["gnm"].get("sigma") is None  # params.yaml itself untouched
 
-    bad = sprites_params("gnm", options=["sigmaa=0.3"])
+    bad = bench_params("gnm", options=["sigmaa=0.3"])
     with pytest.raises(ConfigError, match="sigmaa"):
         model_config(bad.model, bad.model_options, bad.data_inputs)
     with pytest.raises(ConfigError, match="field=value"):
-        sprites_params("gnm", options=["sigma 0.3"])
+        bench_params("gnm", options=["sigma 0.3"])
 
 
 def test_zoo_deletes_only_run_folders_it_made(tmp_path):
