@@ -117,7 +117,7 @@ def one(model_name: str, data_path: Path, device: str, seconds: float, eval_seco
 
     from objdisc.models import MODELS, model_config, param_count
     from objdisc.train.optim import Optimisation
-    from objdisc.train.step import train_step
+    from objdisc.train.step import deterministic_algorithms, train_step
 
     record: dict[str, Any] = {"model": model_name, "dataset": dataset, "overrides": overrides, "options": list(options),
                               "device": device, "curve": []}
@@ -160,7 +160,8 @@ def one(model_name: str, data_path: Path, device: str, seconds: float, eval_seco
             t0 = time.perf_counter()
             idx = torch.randint(0, n, (cfg.batch_size,), generator=g, device=dev)
             batch = {"image": as_float(train["image"][idx]), "mask": train["mask"][idx].long(), "index": idx}
-            train_step(model, model, batch, optim, step, precision="fp32", grad_clip=cfg.grad_clip)
+            with deterministic_algorithms(cfg.deterministic, dev):  # as the pipeline's loop trains
+                train_step(model, model, batch, optim, step, precision="fp32", grad_clip=cfg.grad_clip)
             if ema is not None:
                 ema.update()
             step += 1

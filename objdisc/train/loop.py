@@ -35,11 +35,12 @@ from objdisc.io import atomic_write, remove_stale_temps
 from objdisc.models.base import Model
 from objdisc.train import checkpoint, distributed
 from objdisc.train.optim import Optimisation
-from objdisc.train.step import to_device, train_step
+from objdisc.train.step import deterministic_algorithms, to_device, train_step
 
 CHECKPOINT = "checkpoints/last.pt"
 # Settings that may change between a run and its resumption: they do not change the weights.
-RESUMABLE = ("steps", "checkpoint_every", "log_every", "val_every", "val_batches", "workers", "device", "threads")
+RESUMABLE = ("steps", "checkpoint_every", "log_every", "val_every", "val_batches", "workers", "device", "threads",
+             "deterministic")
 
 
 class RunMismatch(ValueError):
@@ -135,56 +136,58 @@ def train(
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=not (progress and dist.is_main))
     t0, seen = time.perf_counter(), 0
     model.train()
-    while step < cfg.steps:
-        batch = to_device(next(batches), dist.device)
-        try:
-            out, grad_norm = train_step(net, model, batch, optim, step, precision=cfg.precision, grad_clip=cfg.grad_clip)
-        except FloatingPointError as err:
-            raise FloatingPointError(f"{err}; last checkpoint: {ckpt_path}") from None
-        ema.update()
-        step += 1
-        seen += batch_size * dist.world_size
-        bar.update(1)
+    # Bit-exact given the seed (TrainConfig.deterministic): on CPU torch's deterministic kernels.
+    with deterministic_algorithms(cfg.deterministic, dist.device):
+        while step < cfg.steps:
+            batch = to_device(next(batches), dist.device)
+            try:
+                out, grad_norm = train_step(net, model, batch, optim, step, precision=cfg.precision, grad_clip=cfg.grad_clip)
+            except FloatingPointError as err:
+                raise FloatingPointError(f"{err}; last checkpoint: {ckpt_path}") from None
+            ema.update()
+            step += 1
+            seen += batch_size * dist.world_size
+            bar.update(1)
 
-        if live is not None and (step % cfg.log_every == 0 or step == cfg.steps):
-            live.step = step
-            live.log_metric("train/loss", out.loss.item())
-            for name, value in out.losses.items():
-                live.log_metric(f"train/{name}", float(value))
-            for name, value in optim.lrs().items():
-                live.log_metric(f"train/{name}", value)
-            if grad_norm is not None:
-                live.log_metric("train/grad_norm", float(grad_norm))
-            rate = seen / max(time.perf_counter() - t0, 1e-9)
-            live.log_metric("train/scenes_per_s", rate, plot=False)
-            bar.set_postfix(loss=f"{out.loss.item():.4g}", scenes_s=f"{rate:.0f}")
-
-        if val_set is not None and (step % cfg.val_every == 0 or step == cfg.steps):
-            scores = None
-            if live is not None:
-                with ema.average_parameters():
-                    scores, picture = validate(model, val_set, cfg, dist.device, step)
+            if live is not None and (step % cfg.log_every == 0 or step == cfg.steps):
                 live.step = step
-                for name, value in scores.items():
-                    live.log_metric(f"val/{name}", value)
-                if picture is not None:
-                    live.log_image("val/slots.png", picture)
-            optim.on_validation(distributed.broadcast(dist, scores))  # every rank cuts its rates alike
+                live.log_metric("train/loss", out.loss.item())
+                for name, value in out.losses.items():
+                    live.log_metric(f"train/{name}", float(value))
+                for name, value in optim.lrs().items():
+                    live.log_metric(f"train/{name}", value)
+                if grad_norm is not None:
+                    live.log_metric("train/grad_norm", float(grad_norm))
+                rate = seen / max(time.perf_counter() - t0, 1e-9)
+                live.log_metric("train/scenes_per_s", rate, plot=False)
+                bar.set_postfix(loss=f"{out.loss.item():.4g}", scenes_s=f"{rate:.0f}")
 
-        if live is not None and (step % cfg.log_every == 0 or step == cfg.steps):
-            live.make_summary()
+            if val_set is not None and (step % cfg.val_every == 0 or step == cfg.steps):
+                scores = None
+                if live is not None:
+                    with ema.average_parameters():
+                        scores, picture = validate(model, val_set, cfg, dist.device, step)
+                    live.step = step
+                    for name, value in scores.items():
+                        live.log_metric(f"val/{name}", value)
+                    if picture is not None:
+                        live.log_image("val/slots.png", picture)
+                optim.on_validation(distributed.broadcast(dist, scores))  # every rank cuts its rates alike
 
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save_checkpoint(ckpt_path, model, optim, ema, step, dist, run)
-            if dist.is_main:
-                # The EMA weights so far: an unfinished run can be evaluated, and `dvc commit`
-                # (which needs every output) can record it to be pushed and resumed elsewhere.
-                with ema.average_parameters():
-                    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-                info = {"state_dict": weights, "step": step, "steps": cfg.steps, **(model_info or {})}
-                checkpoint.save_atomic(info, run_dir / "model.pt")
-        if stop_after is not None and step >= stop_after:
-            break
+            if live is not None and (step % cfg.log_every == 0 or step == cfg.steps):
+                live.make_summary()
+
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                save_checkpoint(ckpt_path, model, optim, ema, step, dist, run)
+                if dist.is_main:
+                    # The EMA weights so far: an unfinished run can be evaluated, and `dvc commit`
+                    # (which needs every output) can record it to be pushed and resumed elsewhere.
+                    with ema.average_parameters():
+                        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+                    info = {"state_dict": weights, "step": step, "steps": cfg.steps, **(model_info or {})}
+                    checkpoint.save_atomic(info, run_dir / "model.pt")
+            if stop_after is not None and step >= stop_after:
+                break
     bar.close()
 
     if live is not None:

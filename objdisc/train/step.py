@@ -9,6 +9,7 @@ EMA and logging stay in the loop: a benchmark step does not need them.
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any
 
 import torch
@@ -27,6 +28,28 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(setting: str, device: torch.device):
+    """torch's deterministic kernels while training (``TrainConfig.deterministic``), restored after.
+
+    Why: with 2 CPU threads DTI-Sprites' gradient of its sprite prototypes and masks came out
+    different in the last bits from one identical step to the next (~1e-13), so two runs with the
+    same seed drifted apart after the sprites unfroze; with the deterministic kernels they agree
+    bit for bit, for about 2% of a CPU step (Slot Attention and DTI-Sprites, 2 threads). On CUDA
+    ("on") cuBLAS also needs a fixed workspace, set here unless the environment sets one."""
+    enabled = setting == "on" or (setting == "auto" and device.type == "cpu")
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    if enabled:
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        # warn_only: an op without a deterministic kernel warns instead of stopping the training
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
 def train_step(
