@@ -112,16 +112,21 @@ def test_gpu_check_runs_on_cpu_at_tiny_size(tmp_path):
     assert report["ddp"]["ok"] and report["ddp"]["world_size"] == 1
 
 
-def test_zoo_curves_runs_models_in_parallel_and_merges(tmp_path):
-    """zoo_curves.py trains each model in its own process from one tensor file and gathers every
-    curve into one JSON; merge finds the step where FG-ARI crossed 0.5."""
+def exported_tensors(path, size: int):
+    """A file as ``zoo_curves.py export`` writes it: uint8 images and masks of three splits."""
     import torch
 
     g = torch.Generator().manual_seed(0)
-    split = lambda n: {"image": torch.randint(0, 256, (n, 3, 64, 64), generator=g, dtype=torch.uint8),  # noqa: E731
-                       "mask": torch.randint(0, 3, (n, 64, 64), generator=g, dtype=torch.uint8)}
-    data = tmp_path / "sprites.pt"
-    torch.save({"train": split(8), "val": split(4), "test": split(4)}, data)
+    split = lambda n: {"image": torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8),  # noqa: E731
+                       "mask": torch.randint(0, 3, (n, size, size), generator=g, dtype=torch.uint8)}
+    torch.save({"train": split(8), "val": split(4), "test": split(4)}, path)
+    return path
+
+
+def test_zoo_curves_runs_models_in_parallel_and_merges(tmp_path):
+    """zoo_curves.py trains each model in its own process from one tensor file and gathers every
+    curve into one JSON; merge finds the step where FG-ARI crossed 0.5."""
+    data = exported_tensors(tmp_path / "sprites.pt", 64)
     out = tmp_path / "curves.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "zoo_curves.py"), "run", "--models", "slot_attention,monet",
@@ -149,13 +154,7 @@ def test_zoo_curves_runs_models_in_parallel_and_merges(tmp_path):
 def test_zoo_curves_sweep_runs_variants_with_their_own_settings(tmp_path):
     """A sweep runs each variant of one model with its own settings and step cap; the EMA weights
     are what gets evaluated and saved, and `picture` draws them."""
-    import torch
-
-    g = torch.Generator().manual_seed(0)
-    split = lambda n: {"image": torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),  # noqa: E731
-                       "mask": torch.randint(0, 3, (n, 32, 32), generator=g, dtype=torch.uint8)}
-    data = tmp_path / "synth.pt"
-    torch.save({"train": split(8), "val": split(4), "test": split(4)}, data)
+    data = exported_tensors(tmp_path / "synth.pt", 32)
     variants = tmp_path / "variants.yaml"
     variants.write_text("fast: {steps: 3, set: [train.batch_size=4, train.lr=0.002]}\n"
                         "slow: {steps: 2, set: [train.batch_size=2, train.ema_decay=0.0], option: [iters=2]}\n")
