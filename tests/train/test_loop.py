@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from objdisc.train import checkpoint
 
@@ -81,9 +82,10 @@ def test_a_changed_setting_never_overwrites_a_run(tmp_path, synth_shards):
     run = tmp_path / "data/runs/synth/slot_attention"
     assert objdisc("train", cwd=tmp_path).wait(timeout=300) == 0
     before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    default_lr = yaml.safe_load((tmp_path / "params.yaml").read_text())["train"]["lr"]
 
     for change, expected in (("datasets.synth.num_slots=3", "model.config.num_slots: 4 → 3"),
-                             ("train.lr=0.001", "train.lr: 0.0004 → 0.001"),
+                             ("train.lr=0.0123", f"train.lr: {default_lr} → 0.0123"),
                              ("train.steps=2", "it has trained 4 steps, train.steps is 2")):
         out = objdisc("train", "--set", change, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         _, stderr = out.communicate(timeout=300)
