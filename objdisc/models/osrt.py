@@ -54,6 +54,7 @@ class OSRTConfig:
     encoder_heads: int = 12
     encoder_dim_head: int = 64
     encoder_mlp_dim: int = 1536
+    conv_init: Literal["torch", "he"] = "torch"  # the encoder CNN's initialisation (see SRTConfig.conv_init)
     # Slot Attention.
     num_slots: int = data_input("num_slots", 6)  # the dataset's num_slots when it sets one
     slot_dim: int = 1536

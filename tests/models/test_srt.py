@@ -145,6 +145,27 @@ def test_cpu_training_step_reaches_every_parameter(variant):
     assert not missing
 
 
+@pytest.mark.parametrize("variant", ["srt", "isrt"])
+def test_he_init_keeps_the_input_in_the_latents(variant):
+    # Two scenes' set-latents must differ by what their views hold. With PyTorch's default init
+    # the CPU encoder's ReLU convolutions shrink the input about 2.5x each, so next to SRT's
+    # N(0, 1) embeddings the two latents agree to 1e-4 (a trained model then ignores its input);
+    # He init keeps them a fifth of their spread apart.
+    batch = views_batch(scenes=2)
+
+    def spread(init: str) -> float:
+        torch.manual_seed(0)
+        model = SRT(replace(SRTConfig.cpu(variant), conv_init=init))
+        with torch.no_grad():
+            latent = model.encode(batch)
+        return ((latent[0] - latent[1]).std() / latent.std()).item()
+
+    assert spread("he") > 0.15
+    assert spread("he") > 25 * spread("torch")
+    with pytest.raises(ValueError, match="conv_init"):
+        SRT(replace(SRTConfig.cpu(variant), conv_init="xavier"))
+
+
 def test_overfits_one_scene():
     torch.manual_seed(0)
     model = SRT(replace(SRTConfig.cpu(), encoder_depth=1, decoder_depth=1))
