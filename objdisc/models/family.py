@@ -233,10 +233,9 @@ class ViewsFamily(Family):
         # The mean-colour baseline: every target pixel painted the input views' mean colour. A model
         # that has learned nothing about the scene but its colour scores about this; the gap
         # between `psnr` and `psnr_mean_colour` is what it learned about the scene's layout.
-        target = batch["target_pixels"].float()
+        target = batch["target_pixels"].float()  # [B,P,3]
         mean_colour = batch["input_images"].float().mean(dim=(1, 3, 4))  # [B,3]
-        flat = mean_colour.reshape(-1, *([1] * (target.dim() - 2)), 3).expand_as(target)
-        scores["psnr_mean_colour"] = metrics.image_metrics(flat, target)["psnr"]
+        scores["psnr_mean_colour"] = metrics.psnr(metrics.mse(mean_colour[:, None].expand_as(target), target))
         return scores
 
     def picture(self, model: Model, batch: dict[str, Tensor], out: ModelOutput, limit: int = 8) -> np.ndarray:
