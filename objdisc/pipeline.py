@@ -103,7 +103,7 @@ def dataset(params: Params, split: str, train: bool, name: str | None = None) ->
         family.check_dataset(index_data.get("schema", {}), data, model_cls, (params.model, name))
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    transform = family.transform(data, train, f"datasets.{name}")
+    transform = family.transform(data, train, f"datasets.{name}", model_cls)
     return SceneDataset(params.shards_dir(dataset=name), index_data, split, transform)
 
 

@@ -101,6 +101,10 @@ class SceneModel(Model):
 
     family: ClassVar[Family] = VIEWS
     max_input_views: ClassVar[int | None] = None  # how many input views the encoder takes (None: any)
+    # The frame of the batches when the dataset's ``views`` block does not set ``canonical``: True
+    # for SRT's canonical frame of the first input camera, False for world coordinates, None for
+    # ViewsConfig's default (world).
+    canonical_frame: ClassVar[bool | None] = None
 
     @abstractmethod
     def encode(self, batch: dict[str, Tensor]) -> Tensor | dict[str, Tensor]: ...

@@ -38,8 +38,11 @@ class Family(ABC):
     name: str = ""
 
     @abstractmethod
-    def transform(self, data: DatasetConfig, train: bool, where: str = "dataset") -> Callable[..., dict[str, Any]]:
-        """A picklable ``(scene, generator) → sample`` for the DataLoader (training or evaluation)."""
+    def transform(
+        self, data: DatasetConfig, train: bool, where: str = "dataset", model: type | None = None
+    ) -> Callable[..., dict[str, Any]]:
+        """A picklable ``(scene, generator) → sample`` for the DataLoader (training or evaluation);
+        ``model`` (its class) fills what the dataset's block leaves to the model."""
 
     @abstractmethod
     def metrics(self, batch: dict[str, Tensor], out: ModelOutput) -> dict[str, Tensor]:
@@ -88,7 +91,9 @@ class ImageFamily(Family):
 
     name = "image"
 
-    def transform(self, data: DatasetConfig, train: bool, where: str = "dataset") -> Callable[..., dict[str, Any]]:
+    def transform(
+        self, data: DatasetConfig, train: bool, where: str = "dataset", model: type | None = None
+    ) -> Callable[..., dict[str, Any]]:
         return functools.partial(image_transform, cfg=data.image, train=train)
 
     def metrics(self, batch: dict[str, Tensor], out: ModelOutput) -> dict[str, Tensor]:
@@ -184,11 +189,16 @@ class ViewsFamily(Family):
 
     name = "views"
 
-    def transform(self, data: DatasetConfig, train: bool, where: str = "dataset") -> Callable[..., dict[str, Any]]:
+    def transform(
+        self, data: DatasetConfig, train: bool, where: str = "dataset", model: type | None = None
+    ) -> Callable[..., dict[str, Any]]:
         from objdisc.config import build
         from objdisc.data.views import ViewsConfig
 
         options = dict(data.views)
+        if "canonical" not in options and getattr(model, "canonical_frame", None) is not None:
+            # A dataset block that does not choose the frame gets the model's (SceneModel.canonical_frame).
+            options["canonical"] = model.canonical_frame
         if not train:
             # Evaluation: fixed input views, and every pixel of the held-out views as targets.
             options["num_target_rays"] = 0

@@ -261,6 +261,7 @@ class ObSuRF(SceneModel):
     ``masks``, ``alpha`` of any rays."""
 
     max_input_views: ClassVar[int | None] = 1  # one input view, as the paper's 3D encoder
+    canonical_frame: ClassVar[bool | None] = False  # the ground plane (z = 0) is a world-frame fact
 
     def __init__(self, cfg: ObSuRFConfig | None = None) -> None:
         super().__init__()

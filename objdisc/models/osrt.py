@@ -26,7 +26,7 @@ bias for the decoder MLPs and the mixing block; PyTorch defaults for convolution
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -99,6 +99,7 @@ class OSRTConfig:
             decoder_heads=4,
             render_hidden=128,
             render_layers=2,
+            conv_init="he",  # PyTorch's default shrinks the image 1e4-fold through the 6 convolutions
         )
 
 
@@ -179,6 +180,13 @@ class SpatialBroadcastDecoder(nn.Module):
 
 class OSRT(SceneModel):
     """OSRT: ``encode`` → slots [B,S,D]; ``decode`` → ``rgb`` [B,P,3] and ``masks`` [B,P,S]."""
+
+    # The canonical frame of the first input camera (``SRT.canonical_frame``), where the osrt
+    # configs keep world coordinates: a rigid change of frame, and the one that makes the CPU
+    # preset learn the synthetic scenes (15 minutes: validation PSNR 18.4 and flat in world
+    # coordinates; rising to 19.9 dB and FG-ARI 0.52 by step 3,250 in the canonical frame). A
+    # dataset block that sets ``views.canonical`` wins (the osrt-msn-hard suite sets false).
+    canonical_frame: ClassVar[bool | None] = True
 
     def __init__(self, cfg: OSRTConfig | None = None) -> None:
         super().__init__()

@@ -23,3 +23,33 @@ def test_views_metrics_report_the_input_views_mean_colour_baseline():
     batch["target_pixels"] = torch.full((2, 7, 3), 0.1)
     scores = ViewsFamily().metrics(batch, perfect)
     assert (scores["psnr_mean_colour"] > 60).all()  # exact up to rounding (+inf when exact)
+
+
+def test_views_frame_follows_the_model_unless_the_dataset_sets_it():
+    # SRT and OSRT ask for the canonical frame of the first input camera, ObSuRF for world coordinates;
+    # a dataset block that sets views.canonical decides for every model.
+    from objdisc.config import DatasetConfig
+    from objdisc.data.synth import SynthConfig, render_scene
+    from objdisc.models.obsurf import ObSuRF
+    from objdisc.models.osrt import OSRT
+    from objdisc.models.srt import SRT
+
+    s = render_scene(SynthConfig(), 0)
+    scene = {k: s[k] for k in ("image", "mask", "depth", "cam2world", "intrinsics")} | {"__key__": "0", "objects": [], "meta": {}}
+
+    def canonical(views: dict, model) -> bool:
+        data = DatasetConfig(source="clevr3d", views=views)
+        sample = ViewsFamily().transform(data, train=True, model=model)(scene, torch.Generator().manual_seed(0))
+        identity = torch.allclose(sample["transform"], torch.eye(4))
+        if not identity:  # the first input camera sits at the origin
+            assert sample["input_camera_pos"][0].abs().max().item() < 1e-5
+        return not identity
+
+    views = {"num_input_views": 1, "num_target_rays": 16, "targets": "all"}
+    assert canonical(views, SRT)
+    assert not canonical(views, ObSuRF)
+    assert canonical(views, OSRT)
+    assert not canonical(views, None)
+    assert not canonical(views | {"canonical": False}, SRT)
+    assert not canonical(views | {"canonical": False}, OSRT)
+    assert canonical(views | {"canonical": True}, ObSuRF)  # the dataset decides; ObSuRF.encode then refuses it
