@@ -244,6 +244,18 @@ def test_obsurf_takes_one_input_view_and_says_so(tmp_path, synth_shards, monkeyp
     assert result.exit_code == 1 and "num_input_views is 2, but model 'obsurf' encodes at most 1" in result.output
 
 
+def test_obsurf_refuses_the_canonical_frame_before_training(tmp_path, synth_shards, monkeypatch):
+    """ObSuRF's ground plane is z = 0 of the world: a dataset block asking for the canonical frame is
+    one error line at the dataset check, not a failure inside the first training step."""
+    monkeypatch.chdir(tmp_path)
+    _project_with_shards(tmp_path, synth_shards, datasets__synth__views__canonical=True)  # as a user edits params.yaml
+    result = runner.invoke(app, ["train", "--set", "model=obsurf"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert "datasets.synth.views.canonical is true, but model 'obsurf' works in world coordinates" in lines[0]
+    assert not list(tmp_path.glob("data/runs/*/*/model.pt"))
+
+
 def test_written_files_follow_the_umask(tmp_path, monkeypatch):
     """Fault campaign item 16: pictures, videos, checkpoints and JSON came out 0600."""
     import numpy as np

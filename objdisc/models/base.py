@@ -105,6 +105,9 @@ class SceneModel(Model):
     # for SRT's canonical frame of the first input camera, False for world coordinates, None for
     # ViewsConfig's default (world).
     canonical_frame: ClassVar[bool | None] = None
+    # True where the model cannot work in the canonical frame at all (ObSuRF: its ground plane is
+    # z = 0 of the world): a dataset block that sets views.canonical: true is refused before training.
+    world_frame_only: ClassVar[bool] = False
 
     @abstractmethod
     def encode(self, batch: dict[str, Tensor]) -> Tensor | dict[str, Tensor]: ...

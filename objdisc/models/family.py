@@ -213,6 +213,11 @@ class ViewsFamily(Family):
                 f"model '{model_name}' renders novel views and needs cameras, but dataset '{dataset}' has "
                 f"none (fields: {', '.join(sorted(schema))}); use a multi-view dataset or a 2D model"
             )
+        if data.views.get("canonical") and getattr(model, "world_frame_only", False):
+            raise ValueError(
+                f"datasets.{dataset}.views.canonical is true, but model '{model_name}' works in world "
+                "coordinates only; set it false or leave it unset"
+            )
         k = int(data.views.get("num_input_views", 1))
         limit = getattr(model, "max_input_views", None)
         if limit is not None and k > limit:

@@ -52,4 +52,4 @@ def test_views_frame_follows_the_model_unless_the_dataset_sets_it():
     assert not canonical(views, None)
     assert not canonical(views | {"canonical": False}, SRT)
     assert not canonical(views | {"canonical": False}, OSRT)
-    assert canonical(views | {"canonical": True}, ObSuRF)  # the dataset decides; ObSuRF.encode then refuses it
+    assert canonical(views | {"canonical": True}, ObSuRF)  # the dataset decides; ViewsFamily.check_dataset then refuses it (test_cli)

@@ -288,3 +288,32 @@ def test_point_encoding_and_presets():
     batch["transform"] = batch["transform"] * 2
     with pytest.raises(ValueError, match="world coordinates"):
         ObSuRF(ObSuRFConfig.cpu()).encode(batch)
+
+
+def test_cpu_preset_lets_the_image_reach_the_encoder():
+    """The image is 3 of 45 stem channels and varies by ~0.1 on grey scenes: at scale 1 the pixel
+    encoding barely changes when the view is replaced by its mean colour; the CPU preset's
+    image_scale must make the scene, not the camera, move it."""
+    torch.manual_seed(0)
+    model = ObSuRF(ObSuRFConfig.cpu()).eval()
+    assert model.cfg.image_scale == 8.0
+    batch = views_batch(scenes=2)
+    image, pos, rays = batch["input_images"][:, 0], batch["input_camera_pos"][:, 0], batch["input_rays"][:, 0]
+    flat = image.mean(dim=(2, 3), keepdim=True).expand_as(image)
+
+    def image_effect(scale: float) -> float:
+        model.cfg.image_scale = scale
+        with torch.no_grad():
+            seen, _ = model.encoder(image, pos, rays)
+            blank, _ = model.encoder(flat, pos, rays)
+        return ((seen - blank).norm() / seen.norm()).item()
+
+    assert image_effect(8.0) > 3 * image_effect(1.0)
+    # The scale is exactly an affine map of the input image.
+    with torch.no_grad():
+        model.cfg.image_scale = 8.0
+        scaled = model.encoder(image, pos, rays)[0]
+        model.cfg.image_scale = 1.0
+        torch.testing.assert_close(model.encoder((image - 0.5) * 8.0 + 0.5, pos, rays)[0], scaled)
+    with pytest.raises(ValueError, match="image_scale"):
+        ObSuRFConfig.cpu(image_scale=0.0)
