@@ -306,6 +306,55 @@ def test_bad_inputs_raise():
 
 
 # ---------------------------------------------------------------------------------------------
+# The image-blind floor of FG-ARI
+# ---------------------------------------------------------------------------------------------
+
+
+def test_fixed_cells_are_compact_equal_and_image_blind():
+    assert M.fixed_cells(1, 5, 7).eq(0).all()
+    halves = M.fixed_cells(2, 32, 32)
+    assert torch.bincount(halves.flatten()).tolist() == [512, 512]
+    for k, (h, w) in itertools.product((4, 6, 7, 11), ((32, 32), (48, 64))):
+        cells = M.fixed_cells(k, h, w)
+        area = torch.bincount(cells.flatten(), minlength=k).double()
+        assert cells.shape == (h, w) and cells.dtype == torch.long
+        assert area.min() > 0.6 * h * w / k and area.max() < 1.4 * h * w / k  # about equal areas
+        # Compact: every cell is one 4-connected piece.
+        for c in range(k):
+            seen = {tuple(torch.nonzero(cells == c)[0].tolist())}
+            todo = list(seen)
+            while todo:
+                y, x = todo.pop()
+                for n in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
+                    if 0 <= n[0] < h and 0 <= n[1] < w and n not in seen and cells[n] == c:
+                        seen.add(n)
+                        todo.append(n)
+            assert len(seen) == int(area[c])
+    torch.testing.assert_close(M.fixed_cells(7, 32, 32), M.fixed_cells(7, 32, 32), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="num_cells"):
+        M.fixed_cells(0, 8, 8)
+
+
+def test_fg_ari_fixed_cells_known_values():
+    cells = M.fixed_cells(2, 8, 8)
+    a, b = torch.nonzero(cells == 0)[:3], torch.nonzero(cells == 1)[:3]
+    apart = torch.zeros(1, 8, 8, dtype=torch.long)
+    apart[0, a[:, 0], a[:, 1]] = 1
+    apart[0, b[:, 0], b[:, 1]] = 2
+    together = torch.zeros(1, 8, 8, dtype=torch.long)
+    together[0, a[:2, 0], a[:2, 1]] = 1
+    together[0, a[2, 0], a[2, 1]] = 2  # a second object in the same cell
+    # Two objects in different cells: the blind partition separates them perfectly.
+    assert M.fg_ari_fixed_cells(apart, 2).tolist() == [1.0]
+    # Everything in one cell: one predicted cluster for two objects, chance level.
+    assert M.fg_ari_fixed_cells(together, 2).tolist() == [0.0]
+    # With one cell nothing is ever separated.
+    assert M.fg_ari_fixed_cells(apart, 1).tolist() == [0.0]
+    with pytest.raises(ValueError, match=r"\[B,H,W\]"):
+        M.fg_ari_fixed_cells(apart[0], 2)
+
+
+# ---------------------------------------------------------------------------------------------
 # Image metrics
 # ---------------------------------------------------------------------------------------------
 

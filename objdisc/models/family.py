@@ -100,6 +100,11 @@ class ImageFamily(Family):
         scores = metrics.image_metrics(out.recon.float().clamp(0, 1), batch["image"])
         if "mask" in batch and out.masks is not None:
             scores.update(metrics.segmentation_metrics(batch["mask"], out.masks.float(), out.masks_have_background))
+            # The image-blind floor of FG-ARI: the image cut into as many fixed cells as the model
+            # has segments. The gap between `fg_ari` and `fg_ari_fixed_cells` is what the model
+            # found about the objects, as `psnr` over `psnr_mean_colour` for the 3D models.
+            segments = out.masks.shape[1] + (0 if out.masks_have_background else 1)
+            scores["fg_ari_fixed_cells"] = metrics.fg_ari_fixed_cells(batch["mask"], segments)
         return scores
 
     def picture(self, model: Model, batch: dict[str, Tensor], out: ModelOutput, limit: int = 8) -> np.ndarray:

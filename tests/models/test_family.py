@@ -53,3 +53,24 @@ def test_views_frame_follows_the_model_unless_the_dataset_sets_it():
     assert not canonical(views | {"canonical": False}, SRT)
     assert not canonical(views | {"canonical": False}, OSRT)
     assert canonical(views | {"canonical": True}, ObSuRF)  # the dataset decides; ViewsFamily.check_dataset then refuses it (test_cli)
+
+
+def test_image_metrics_report_the_image_blind_fg_ari_floor():
+    # The floor is FG-ARI of the image cut into as many fixed cells as the model has segments:
+    # K masks with a background slot, K + 1 for object-only masks (their implicit background).
+    from objdisc import metrics
+    from objdisc.models.family import ImageFamily
+
+    true = torch.zeros(2, 16, 16, dtype=torch.long)
+    true[:, 2:5, 2:5], true[:, 10:14, 9:13], true[1, 3:6, 11:14] = 1, 2, 3
+    batch = {"image": torch.rand(2, 3, 16, 16), "mask": true}
+    for k, with_background in ((7, True), (4, False)):
+        masks = torch.rand(2, k, 16, 16).softmax(dim=1)
+        out = ModelOutput(loss=torch.zeros(()), recon=batch["image"].clone(), masks=masks, masks_have_background=with_background)
+        scores = ImageFamily().metrics(batch, out)
+        segments = k if with_background else k + 1
+        torch.testing.assert_close(scores["fg_ari_fixed_cells"], metrics.fg_ari_fixed_cells(true, segments), rtol=0, atol=0)
+        # ... and it does not depend on what the model predicted.
+        out.masks = masks.flip(1)
+        torch.testing.assert_close(ImageFamily().metrics(batch, out)["fg_ari_fixed_cells"], scores["fg_ari_fixed_cells"], rtol=0, atol=0)
+    assert not torch.equal(metrics.fg_ari_fixed_cells(true, 1), metrics.fg_ari_fixed_cells(true, 7))
