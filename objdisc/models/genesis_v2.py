@@ -13,6 +13,7 @@ Representations without Iterative Refinement"), written from the paper.
     err = −Σ_pixels log Σ_k m̃_k N(x; x̃_k, 0.7²)
     KL  = Σ_k [log q(z_k) − log p(z_k | z_{<k})]   (one sample; p: N(0, I) for k = 1, then an
           autoregressive LSTM prior: μ = tanh(·), σ = sigmoid(· + 4) + 1e-4)
+          + Σ_pixels Σ_k m_k (log m_k − log m̃_k)   (the masks' KL: IC-SBP masks m vs decoder masks m̃)
     loss = err + β KL, β from GECO (``objdisc.models.blocks.geco``): goal 0.5655 per element × 3HW,
            step 1e-5 · 64²/(HW), α 0.99, β₀ 1, β ≥ 1e-10, ×10 faster once the goal is met
     recon = Σ_k m̃_k x̃_k;  masks = m̃ (the decoder's masks; the IC-SBP masks are in ``extras``)
@@ -229,12 +230,22 @@ class GenesisV2(Model):
         else:
             p_mu, p_std = torch.zeros_like(z), torch.ones_like(z)
         kl_k = (log_normal(z, mu, std) - log_normal(z, p_mu, p_std)).sum(-1)  # [B,K], one sample
-        err, kl = nll.mean(), kl_k.sum(1).mean()
-        loss = self.geco.loss(err, kl)
+        # The masks' KL(q(m | x) ‖ p(m | z)) of the paper's ELBO: the decoder's masks must explain the
+        # IC-SBP's, pixel by pixel. It is what ties the decoder's masks (the scored segmentation) to
+        # the instance colouring; without it they are free, and one component takes every pixel.
+        kl_m = (att * (log_att - log_masks)).sum(dim=(1, 2, 3, 4))  # [B], nats per image
+        err, kl, kl_masks = nll.mean(), kl_k.sum(1).mean(), kl_m.mean()
+        loss = self.geco.loss(err, kl + kl_masks)
         masks = log_masks.exp()
         return ModelOutput(
             loss=loss,
-            losses={"nll": err.detach(), "kl": kl.detach(), "elbo": (err + kl).detach(), "geco_beta": self.geco.beta.detach().float()},
+            losses={
+                "nll": err.detach(),
+                "kl": kl.detach(),
+                "kl_masks": kl_masks.detach(),
+                "elbo": (err + kl + kl_masks).detach(),
+                "geco_beta": self.geco.beta.detach().float(),
+            },
             recon=(masks * means).sum(1).detach().clamp(0, 1),
             masks=masks[:, :, 0].detach(),
             slots=mu.detach(),

@@ -77,7 +77,8 @@ def test_outputs_losses_and_geco_through_after_step():
     torch.testing.assert_close(out.masks.sum(1), torch.ones(2, 32, 32))
     assert out.masks_have_background and out.slot_rgb.shape == (2, 4, 3, 32, 32)
     assert out.extras["attention_masks"].shape == (2, 4, 32, 32)
-    torch.testing.assert_close(out.loss.detach(), out.losses["nll"] + out.losses["geco_beta"].to(out.loss.dtype) * out.losses["kl"])
+    beta = out.losses["geco_beta"].to(out.loss.dtype)
+    torch.testing.assert_close(out.loss.detach(), out.losses["nll"] + beta * (out.losses["kl"] + out.losses["kl_masks"]))
     out.loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     beta0 = float(model.geco.beta)
@@ -88,6 +89,26 @@ def test_outputs_losses_and_geco_through_after_step():
     model.after_step(0, out)
     assert float(model.geco.beta) < beta0
     assert {"geco.beta", "geco.err_ema", "geco.started"} <= set(model.state_dict())
+
+
+def test_masks_kl_ties_the_decoder_masks_to_the_icsbp():
+    """The paper's KL(q(m | x) ‖ p(m | z)) between the IC-SBP masks and the decoder's masks is in
+    the loss, with its known value, and it alone sends gradient into the decoder's mask logits."""
+    torch.manual_seed(0)
+    model = GenesisV2(tiny())
+    image = squares(2, 32)
+    out = model({"image": image})
+    q, p = out.extras["attention_masks"].double(), out.masks.double()
+    expected = (q * (q.log() - p.log())).sum(dim=(1, 2, 3)).mean()
+    torch.testing.assert_close(out.losses["kl_masks"].double(), expected, rtol=1e-4, atol=1e-3)
+    assert float(out.losses["kl_masks"]) > 0.0  # the decoder's masks start uniform, the IC-SBP's do not
+
+    # With the reconstruction and the latents' KL taken out, the masks' KL still trains the decoder's
+    # mask channel: the gradient of the last layer's mask output row is not zero.
+    model.zero_grad()
+    (out.loss - out.losses["nll"] - model.geco.beta.float() * out.losses["kl"]).backward()
+    mask_row = model.decoder.convs[-1].weight.grad[3]  # [4, C, 1, 1]: output 3 is the mask logit
+    assert float(mask_row.abs().sum()) > 0.0
 
 
 def test_overfits_one_batch():
