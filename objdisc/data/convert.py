@@ -34,9 +34,9 @@ import json
 import math
 import multiprocessing as mp
 import shutil
-import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from tqdm import tqdm
 from objdisc.data import storage
 from objdisc.data.schema import SchemaError, Scene, validate_scene
 from objdisc.data.sources import Source, SourceError, get_source
+from objdisc.data.workers import spawn_pool
 from objdisc.io import remove_stale_temps, write_json
 
 MANIFEST = "convert.json"
@@ -457,19 +458,18 @@ def _run_in_worker(run: Run, out: str, fmt: str, skip_bad: bool) -> dict[ShardJo
 def _convert_in_pool(
     source: Source, work: list[Run], out: str, fmt: str, skip_bad: bool, workers: int, bar: tqdm
 ) -> dict[ShardJob, dict[str, Any]]:
-    """Runs in ``workers`` processes. The first failure stops every worker at once (a shard being
-    written stays a temp file, removed by the next attempt) and is raised here."""
-    ctx = mp.get_context("spawn")  # fork is unsafe with TFDS/ArrayRecord and threads
-    counter = ctx.Value("q", 0)
+    """Runs in ``workers`` spawned processes (``objdisc.data.workers``). The first failure stops
+    every worker at once (a shard being written stays a temp file, removed by the next attempt)
+    and is raised here."""
+    counter = mp.get_context("spawn").Value("q", 0)
     done: dict[ShardJob, dict[str, Any]] = {}
-    with ctx.Pool(min(workers, len(work)), initializer=_init_worker, initargs=(source, counter)) as pool:
-        pending = [pool.apply_async(_run_in_worker, (run, out, fmt, skip_bad)) for run in work]
+    with spawn_pool(min(workers, len(work)), "convert", _init_worker, (source, counter)) as pool:
+        pending = {pool.submit(_run_in_worker, run, out, fmt, skip_bad) for run in work}
         seen = 0
         while pending:
-            time.sleep(0.2)
-            for result in [r for r in pending if r.ready()]:
-                pending.remove(result)
-                done.update(result.get())  # re-raises the worker's error; leaving `with` kills the rest
+            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            for future in finished:
+                done.update(future.result())  # re-raises the worker's error; spawn_pool stops the rest
             now = counter.value
             bar.update(now - seen)
             seen = now

@@ -26,9 +26,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import multiprocessing as mp
 import os
 import shutil
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from objdisc.geometry import clevr_intrinsics, look_at, pixel_rays
 from objdisc.data.raytrace import cast, occluded, surface_normal
+from objdisc.data.workers import spawn_pool
 from objdisc.io import atomic_path
 
 # Width of the per-object arrays in metadata.npz; mask ids are < MAX_OBJECTS + 1 (= E).
@@ -379,11 +380,10 @@ def generate(cfg: SynthConfig, out: str | Path, workers: int = 1, progress: bool
                 for chunk in chunks:
                     collect(_write_chunk(cfg, str(tmp), chunk))
             else:
-                ctx = mp.get_context("spawn")
-                with ctx.Pool(workers) as pool:
-                    jobs = [(cfg, str(tmp), chunk) for chunk in chunks]
-                    for done in pool.imap_unordered(_star_write_chunk, jobs):
-                        collect(done)
+                with spawn_pool(workers, "synth") as pool:
+                    futures = [pool.submit(_write_chunk, cfg, str(tmp), chunk) for chunk in chunks]
+                    for future in as_completed(futures):
+                        collect(future.result())
         np.savez(tmp / "metadata.npz", **_metadata(cfg, rows))
         info = {
             "config": dataclasses.asdict(cfg),
@@ -401,6 +401,3 @@ def generate(cfg: SynthConfig, out: str | Path, workers: int = 1, progress: bool
         shutil.rmtree(old)
     return out
 
-
-def _star_write_chunk(job: tuple[SynthConfig, str, list[int]]) -> list[tuple[int, list[dict], np.ndarray]]:
-    return _write_chunk(*job)
