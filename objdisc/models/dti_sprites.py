@@ -469,7 +469,14 @@ class DTISprites(Model):
         returns the re-assigned indices (``usage`` [K (+ empty)])."""
         cfg = self.cfg
         usage = usage[: cfg.num_sprites].float()
-        usage = usage / usage.max().clamp_min(1e-12)
+        if usage.max() <= 0:
+            # The layer drew only the empty sprite over the window: there is no most-used sprite to
+            # measure the others against (the reference's 0/0 compares False and changes nothing).
+            # Dividing by a clamped zero instead called every sprite rare and overwrote the whole
+            # dictionary with copies of sprite 0; late layers of scenes with few objects are often
+            # empty for a whole window.
+            return []
+        usage = usage / usage.max()
         source = int(usage.argmax())
         rare = [i for i in range(cfg.num_sprites) if usage[i] < cfg.reassign_threshold / cfg.num_sprites]
         for i in rare:

@@ -203,6 +203,28 @@ def test_reassignment_changes_only_rarely_used_sprites() -> None:
     assert int(model.usage_steps) == 0 and model.usage_sum.abs().sum() == 0  # reset after the check
 
 
+def test_a_layer_that_drew_only_the_empty_sprite_reassigns_nothing() -> None:
+    """Usage of the checked layer is zero for every real sprite: nothing is rare relative to
+    nothing, so the dictionary stays as it is (it used to be overwritten by copies of sprite 0)."""
+    torch.manual_seed(0)
+    cfg = tiny(num_sprites=4, freeze_sprites_until=0)
+    model = DTISprites(cfg)
+    with torch.no_grad():
+        model.prototypes.uniform_(0, 1)
+    before = copy.deepcopy(model.state_dict())
+    only_empty = torch.zeros(cfg.num_sprites + 1)
+    only_empty[-1] = 1.0
+    assert model.reassign(only_empty) == []
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    # Through the training hook too: every layer empty for a whole window.
+    L, K = cfg.num_layers, cfg.num_sprites + 1
+    assignment = torch.zeros(8, L, K)
+    assignment[..., -1] = 1
+    for step in range(1, cfg.reassign_every + 1):
+        model.after_step(step, fake_output(assignment))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items() if not k.startswith("usage_"))
+
+
 def test_no_reassignment_while_the_sprites_are_frozen() -> None:
     model = DTISprites(tiny(num_sprites=4, freeze_sprites_until=100))
     before = copy.deepcopy(model.state_dict())
