@@ -96,6 +96,7 @@ class DTISpritesConfig:
     encoder_stem: int = 64
     encoder_widths: tuple[int, ...] = (64, 128, 256, 512)  # ResNet-18 stages
     encoder_pool: int = 2  # adaptive average pool to pool × pool: features = widths[-1] · pool²
+    encoder_downsample: int | None = None  # stride-2 steps besides the max-pool; None: the stem and every stage but the first (ResNet-18: 32× in all)
     mlp_hidden: int = 128
     mlp_layers: int = 2  # hidden layers of every transformation / occlusion MLP
     occlusion: bool = True  # predict the layer order (False: fixed, later layers in front)
@@ -117,6 +118,11 @@ class DTISpritesConfig:
             setattr(self, name, tuple(getattr(self, name)))
         if self.num_slots < 2:
             raise ValueError(f"DTISpritesConfig.num_slots must be >= 2 (background + layers), got {self.num_slots}")
+        if self.encoder_downsample is not None and not 0 <= self.encoder_downsample <= len(self.encoder_widths):
+            raise ValueError(
+                f"DTISpritesConfig.encoder_downsample must be in [0, {len(self.encoder_widths)}] (the stem and "
+                f"every stage but the first), got {self.encoder_downsample}"
+            )
         for name in ("image_size", "num_sprites", "sprite_size", "greedy_iters", "reassign_every", "mlp_hidden"):
             if getattr(self, name) < 1:
                 raise ValueError(f"DTISpritesConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -163,10 +169,13 @@ def gaussian_window(size: int, std: float) -> Tensor:
     return torch.exp(-0.5 * (n / std) ** 2)
 
 
-def resnet_features(stem: int, widths: tuple[int, ...], pool: int) -> nn.Sequential:
+def resnet_features(stem: int, widths: tuple[int, ...], pool: int, downsample: int | None = None) -> nn.Sequential:
     """ResNet-18 layout (7×7/2 stem, 3×3/2 max-pool, stages of 2 BasicBlocks, stride 2 from the
-    second stage on) from ``objdisc.models.blocks.resnet`` + adaptive average pool + flatten."""
-    net = ResNet(3, stem, widths, blocks=(2,) * len(widths), downsample=len(widths))
+    second stage on) from ``objdisc.models.blocks.resnet`` + adaptive average pool + flatten;
+    ``downsample`` (default: one per stage) counts the stride-2 steps besides the max-pool, the
+    first ones taken."""
+    downsample = len(widths) if downsample is None else downsample
+    net = ResNet(3, stem, widths, blocks=(2,) * len(widths), downsample=downsample)
     return nn.Sequential(net.stem, nn.MaxPool2d(3, 2, 1), net.stages, nn.AdaptiveAvgPool2d(pool), nn.Flatten(1))
 
 
@@ -190,7 +199,7 @@ class DTISprites(Model):
         self.cfg = cfg = cfg or DTISpritesConfig()
         L, K0, s, size = cfg.num_layers, cfg.num_sprites, cfg.sprite_size, cfg.image_size
         K = K0 + int(cfg.empty_sprite)
-        self.encoder = resnet_features(cfg.encoder_stem, cfg.encoder_widths, cfg.encoder_pool)
+        self.encoder = resnet_features(cfg.encoder_stem, cfg.encoder_widths, cfg.encoder_pool, cfg.encoder_downsample)
         features = cfg.encoder_widths[-1] * cfg.encoder_pool**2
 
         self.prototypes = nn.Parameter(torch.full((K0, 3, s, s), cfg.proto_init))

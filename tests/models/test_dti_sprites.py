@@ -325,6 +325,16 @@ def test_overfits_one_batch() -> None:
     assert losses[-1] < 0.5 * losses[0], losses[::5]
 
 
+def test_encoder_downsample_sets_the_feature_map() -> None:
+    """The ResNet-18 layout halves 64 pixels five times (stem, max-pool, three stages) to 2×2;
+    with two stride-2 steps besides the max-pool the map is 8×8."""
+    x = torch.rand(1, 3, 64, 64)
+    for downsample, side in ((None, 2), (4, 2), (2, 8), (0, 32)):
+        cfg = tiny(image_size=64, encoder_widths=(8, 8, 8, 8), encoder_downsample=downsample, encoder_pool=1)
+        features = DTISprites(cfg).encoder[:-2](x)
+        assert tuple(features.shape[-2:]) == (side, side)
+
+
 def test_config_errors() -> None:
     with pytest.raises(ValueError, match="unknown"):
         tiny(sprite_transforms=("identity", "tps"))
@@ -332,5 +342,7 @@ def test_config_errors() -> None:
         tiny(curriculum=(1, 2))
     with pytest.raises(ValueError, match="num_slots"):
         tiny(num_slots=1)
+    with pytest.raises(ValueError, match="encoder_downsample"):
+        tiny(encoder_downsample=3)  # two stages: the stem and the second stage are all it has
     with pytest.raises(ValueError, match=r"batch\['image'\]"):
         DTISprites(tiny())({"image": torch.rand(2, 3, 16, 16)})
