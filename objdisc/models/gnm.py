@@ -315,6 +315,12 @@ class GNM(Model):
         foreground = (y_each * weights).sum(1)
         alpha_map = alpha_each.sum(1)
         alpha_map = alpha_map + (alpha_map.clamp(EPS, 1.0 - EPS) - alpha_map).detach()
+        # Each glimpse's share of the rendered foreground weight: the masks sum to the α the
+        # background is blended with, so evaluation's background channel 1 − Σ masks is the
+        # renderer's background weight. (w_k · α̂_k summed to less than α where glimpses overlap,
+        # and pixels the render gives wholly to objects were scored as background.) Taken before
+        # the curriculum's constant α, a training device.
+        masks = (weights * alpha_map[:, None]).detach()
         if curriculum:
             alpha_map = torch.full_like(alpha_map, cfg.alpha_curriculum_value)
         recon = foreground + (1.0 - alpha_map) * background
@@ -362,7 +368,7 @@ class GNM(Model):
             loss=loss,
             losses=losses,
             recon=recon.detach().clamp(0.0, 1.0),
-            masks=(alpha_each * weights).squeeze(2).detach(),
+            masks=masks.squeeze(2),
             masks_have_background=False,
             slots=z_what.detach(),
             slot_rgb=None if o_full is None else o_full.detach(),  # evaluation only
