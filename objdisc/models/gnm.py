@@ -27,8 +27,10 @@ Optimisation: RMSprop 1e-4, no schedule, gradient clip 1.0, batch 32 (the ``trai
 
 What differs from the reference code, and why:
 
-* ``masks`` are each cell's share w_k·α̂_k of the rendered foreground (summing to ≤ 1); the
-  reference hands the evaluator the pasted α̂_k, whose sum can pass 1.
+* ``masks`` are each cell's depth-weighted share w_k·α of the rendered α (Σ α̂ clamped to 1), so
+  they sum to the α the background is blended with and evaluation's background channel is the
+  renderer's background weight; the reference hands the evaluator the pasted α̂_k, whose sum can
+  pass 1.
 * The reference configuration lists a background likelihood σ (0.3) that its code never reads; it
   is not a field here.
 * The encoder, decoder and MLP widths are config lists (the reference's are the defaults) so that
