@@ -4,6 +4,9 @@
     slot ─▶ broadcast to 8×8 + position embedding ─▶ transposed-conv decoder ─▶ RGB + mask logit
     masks = softmax over slots of the logits;  recon = Σ_k mask_k · rgb_k;  loss = MSE(recon, image)
 
+With ``masks="attention"`` the decoder draws colour only and the masks are Slot Attention's own
+last attention over the slots (see ``SlotAttentionConfig.masks``).
+
 The paper works on images scaled to [−1, 1]; the batch holds [0, 1] images (``objdisc.models.base``),
 so the model converts on the way in and returns ``recon`` in [0, 1]. The loss is the per-element mean
 squared error on the [−1, 1] scale (the paper's normalisation; the ClevrTex benchmark's per-image sum
@@ -60,6 +63,18 @@ class SlotAttentionConfig:
     # NHWC kernels made the CPU step about a fifth faster (0.31 → 0.24 s at 64², 0.23 → 0.18 s at
     # 32², 2 threads; benchmarks/sa_cpu.py). The numbers computed are the same up to rounding.
     channels_last: bool = False
+    # What composes the slots' colours into the image. "decoder" (paper): each slot's decoder also
+    # draws a mask logit, softmax over slots. "attention": the masks are Slot Attention's last
+    # attention over the slots (one per encoder position, i.e. per pixel: the encoder does not
+    # downsample), and the decoder draws colour only. Why: with decoded masks the loss reaches the
+    # attention only through the slots' contents; where objects are small (the 2D sprites at 32×32)
+    # the model falls within 150 steps into a state where every slot decodes the same mask (1/6
+    # everywhere) and the same background, the loss no longer depends on which slot attends where,
+    # and the attention's projections get ~1/40 of the other gradients. Composing with the attention
+    # puts the partition into the loss directly. Measured (2D sprites, 32×32, 1,500 steps): test
+    # FG-ARI 0.55 against 0.04. The price: the attention follows colour, so shaded 3D objects split
+    # between slots (synthetic scenes, 2,000 steps: FG-ARI 0.33 against 0.78, PSNR 31.5 dB against 23.0).
+    masks: Literal["decoder", "attention"] = "decoder"
     eps: float = 1e-8
     # The paper's optimisation (Adam 4e-4, warm-up 10k, ×0.5 every 100k, batch 64, 500k steps) is
     # a `train:` block, not model config: see pipelines/slot-attention-clevr6/params.yaml.
@@ -76,6 +91,8 @@ class SlotAttentionConfig:
             raise ValueError(
                 f"SlotAttentionConfig.layernorm must be 'token' or 'map', got {self.layernorm!r}"
             )
+        if self.masks not in ("decoder", "attention"):
+            raise ValueError(f"SlotAttentionConfig.masks must be 'decoder' or 'attention', got {self.masks!r}")
         for name in ("num_slots", "iters", "slot_dim", "hidden", "mlp_hidden", "decoder_init"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SlotAttentionConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -116,13 +133,15 @@ class SpatialBroadcastDecoder(nn.Module):
 
     With n = ceil(log2(max(H, W) / decoder_init)) upsampling layers the grid reaches (or passes) the
     image size; when it does not match exactly (non-power-of-two sizes) the output is resized
-    bilinearly (antialiased) to (H, W), like the benchmark's resize fallback."""
+    bilinearly (antialiased) to (H, W), like the benchmark's resize fallback. The last layer draws
+    RGB and a mask logit, or RGB alone where the masks come from the attention."""
 
     def __init__(self, cfg: SlotAttentionConfig) -> None:
         super().__init__()
         self.hw = cfg.hw
         self.init = cfg.decoder_init
         self.channels_last = cfg.channels_last
+        self.channels = 4 if cfg.masks == "decoder" else 3
         c = cfg.hidden
         side = cfg.decoder_resolution or max(self.hw)
         n_up = max(0, math.ceil(math.log2(side / self.init) - 1e-9))
@@ -133,12 +152,13 @@ class SpatialBroadcastDecoder(nn.Module):
             layers += [nn.ConvTranspose2d(in_ch, c, 5, stride=2, padding=2, output_padding=1), nn.ReLU()]
             in_ch = c
         layers += [nn.ConvTranspose2d(in_ch, c, 5, stride=1, padding=2), nn.ReLU()]
-        layers += [nn.ConvTranspose2d(c, 4, 3, stride=1, padding=1)]
+        layers += [nn.ConvTranspose2d(c, self.channels, 3, stride=1, padding=1)]
         self.convs = nn.Sequential(*layers)
         self.out_side = self.init * 2**n_up
 
-    def forward(self, slots: Tensor) -> tuple[Tensor, Tensor]:
-        """slots [B, K, D] → rgb [B, K, 3, H, W] (the model's [−1, 1] scale), mask logits [B, K, H, W]."""
+    def forward(self, slots: Tensor) -> tuple[Tensor, Tensor | None]:
+        """slots [B, K, D] → rgb [B, K, 3, H, W] (the model's [−1, 1] scale), mask logits [B, K, H, W]
+        (None where the decoder draws colour only)."""
         b, k, d = slots.shape
         x = slots.reshape(b * k, 1, 1, d).expand(-1, self.init, self.init, -1)
         x = self.position(x).permute(0, 3, 1, 2)  # [B·K, C, h, w] with NHWC strides
@@ -146,8 +166,8 @@ class SpatialBroadcastDecoder(nn.Module):
         x = self.convs(x)
         if (self.out_side, self.out_side) != self.hw:
             x = F.interpolate(x.float(), size=self.hw, mode="bilinear", align_corners=False, antialias=True)
-        x = x.reshape(b, k, 4, *self.hw)
-        return x[:, :, :3], x[:, :, 3]
+        x = x.reshape(b, k, self.channels, *self.hw)
+        return x[:, :, :3], (x[:, :, 3] if self.channels == 4 else None)
 
 
 class SlotAttentionAutoEncoder(Model):
@@ -192,18 +212,24 @@ class SlotAttentionAutoEncoder(Model):
         tokens = self.encoder(image * 2.0 - 1.0)
         return self.slot_attention(tokens, num_slots=num_slots)
 
-    def decode(self, slots: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def decode(self, slots: Tensor, attention: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """slots [B, K, D] → recon [B, 3, H, W] and per-slot rgb [B, K, 3, H, W] on the [−1, 1] scale,
-        masks [B, K, H, W] (softmax over slots, float32)."""
+        masks [B, K, H, W] (float32, summing to 1 over slots). With ``masks="attention"`` the masks
+        are ``attention`` [B, K, H·W] from ``encode``, which must be given."""
         rgb, logits = self.decoder(slots)
-        masks = logits.float().softmax(dim=1)
+        if logits is not None:
+            masks = logits.float().softmax(dim=1)
+        elif attention is None:
+            raise ValueError("SlotAttentionAutoEncoder(masks='attention').decode needs the attention from encode()")
+        else:
+            masks = attention.float().reshape(*attention.shape[:2], *self.cfg.hw)
         recon = (masks.unsqueeze(2) * rgb).sum(dim=1)
         return recon, rgb, masks
 
     def forward(self, batch: dict[str, Tensor], step: int = 0) -> ModelOutput:
         image = batch["image"]
-        slots, _ = self.encode(image)
-        recon, rgb, masks = self.decode(slots)
+        slots, attention = self.encode(image)
+        recon, rgb, masks = self.decode(slots, attention)
         loss = F.mse_loss(recon.float(), image.float() * 2.0 - 1.0)
         return ModelOutput(
             loss=loss,

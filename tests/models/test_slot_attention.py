@@ -110,23 +110,72 @@ def test_bad_input_and_config() -> None:
         model({"image": torch.rand(2, 3, 32, 32)})
     with pytest.raises(ValueError, match="layernorm"):
         tiny(layernorm="batch")
+    with pytest.raises(ValueError, match="masks must be 'decoder' or 'attention'"):
+        tiny(masks="decoded")
     with pytest.raises(ValueError, match="resolution"):
         tiny(resolution=0)
     assert tiny(resolution=[16, 20]).hw == (16, 20)  # YAML lists
 
 
-def test_overfits_one_batch() -> None:
+def overfit(cfg: SlotAttentionConfig, steps: int = 60) -> list[float]:
+    """Losses of ``steps`` Adam steps on one fixed batch of four square scenes."""
     torch.manual_seed(0)
-    model = SlotAttentionAutoEncoder(tiny())
+    model = SlotAttentionAutoEncoder(cfg)
     batch = {"image": squares(4, 16, seed=1)}
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     losses = []
-    for _ in range(60):
+    for _ in range(steps):
         loss = model(batch).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
+    return losses
+
+
+def test_overfits_one_batch() -> None:
+    losses = overfit(tiny())
+    assert min(losses[-5:]) < 0.5 * losses[0], losses
+
+
+def test_attention_masks_compose_the_decoded_colours() -> None:
+    torch.manual_seed(0)
+    model = SlotAttentionAutoEncoder(tiny(masks="attention"))
+    image = squares(2, 16)
+    torch.manual_seed(5)
+    out = model({"image": image})
+    torch.manual_seed(5)
+    slots, attn = model.encode(image)
+    recon, rgb, masks = model.decode(slots, attn)
+    # The masks are the attention over slots, one per pixel; the decoder draws colour only.
+    torch.testing.assert_close(out.masks, attn.reshape(2, 3, 16, 16))
+    torch.testing.assert_close(out.masks.sum(dim=1), torch.ones(2, 16, 16))
+    assert rgb.shape == (2, 3, 3, 16, 16) and model.decoder.convs[-1].out_channels == 3
+    torch.testing.assert_close(recon, (masks.unsqueeze(2) * rgb).sum(1))
+    torch.testing.assert_close(out.loss, ((recon - (2 * image - 1)) ** 2).mean())
+    # One output channel fewer in the last 3×3 transposed conv: 32·3·3 weights and a bias.
+    assert n_params(model) == n_params(SlotAttentionAutoEncoder(tiny())) - (32 * 3 * 3 + 1)
+    with pytest.raises(ValueError, match="needs the attention"):
+        model.decode(slots)
+
+
+def test_attention_masks_put_the_attention_into_the_loss() -> None:
+    # Why the option exists: with decoded masks the loss depends on where a slot attends only
+    # through what the slot holds; with attention masks it also depends on the attention itself.
+    # Hold the slots fixed and move only the attention: the decoded-mask loss cannot change.
+    torch.manual_seed(0)
+    image = squares(2, 16)
+    for masks, moves in (("decoder", False), ("attention", True)):
+        model = SlotAttentionAutoEncoder(tiny(masks=masks))
+        slots, attn = model.encode(image)
+        other = attn.roll(1, dims=1)  # the same maps, handed to other slots
+        a = model.decode(slots, attn)[0]
+        b = model.decode(slots, other)[0]
+        assert (not torch.allclose(a, b)) == moves, masks
+
+
+def test_attention_masks_overfit_one_batch() -> None:
+    losses = overfit(tiny(masks="attention"))
     assert min(losses[-5:]) < 0.5 * losses[0], losses
 
 
