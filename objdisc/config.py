@@ -152,6 +152,9 @@ class TrainConfig:
     val_every: int = 250
     val_batches: int = 4
     workers: int = 1  # DataLoader workers per process
+    # Decoded training and validation scenes kept in memory, MiB per loading process (the main one
+    # and each worker): every epoch after the first decodes nothing (objdisc.data.loading.SceneDataset).
+    cache_mb: float = 512
     device: str = "auto"
     threads: int = 0  # torch intra-op threads per process (0: torch's default, one per core)
     # torch's deterministic kernels: "auto" uses them on CPU (bit-exact runs given a seed at any
@@ -167,7 +170,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        for name in ("warmup_steps", "decay_steps", "workers", "weight_decay", "grad_clip", "threads"):
+        for name in ("warmup_steps", "decay_steps", "workers", "weight_decay", "grad_clip", "threads", "cache_mb"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -85,9 +85,10 @@ def index(params: Params, progress: bool = True) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- datasets
 
 
-def dataset(params: Params, split: str, train: bool, name: str | None = None) -> SceneDataset:
+def dataset(params: Params, split: str, train: bool, name: str | None = None, cache_mb: float = 0) -> SceneDataset:
     """A split of the params' dataset (or of dataset ``name``, e.g. the evaluation set) in the
-    layout of the params' model (its family's transform of that dataset's block)."""
+    layout of the params' model (its family's transform of that dataset's block); ``cache_mb``
+    of decoded scenes kept in memory (for splits read more than once)."""
     from objdisc.data.index import load_index
     from objdisc.data.loading import SceneDataset
     from objdisc.models import MODELS
@@ -104,7 +105,7 @@ def dataset(params: Params, split: str, train: bool, name: str | None = None) ->
     except ValueError as err:
         raise ConfigError(str(err)) from None
     transform = family.transform(data, train, f"datasets.{name}", model_cls)
-    return SceneDataset(params.shards_dir(dataset=name), index_data, split, transform)
+    return SceneDataset(params.shards_dir(dataset=name), index_data, split, transform, cache_mb=cache_mb)
 
 
 # ----------------------------------------------------------------------------- training
@@ -131,11 +132,12 @@ def train(params: Params, progress: bool = True, stop_after: int | None = None, 
 
     torch.manual_seed(params.seed)  # the initial weights follow from the seed
     model = MODELS[params.model].model(config(params))
-    train_set = dataset(params, params.data.train_split, train=True)
+    # Training reads its split once per epoch and validation the same scenes every val_every steps.
+    train_set = dataset(params, params.data.train_split, train=True, cache_mb=params.training.cache_mb)
     index_data = load_index(params.index_path())
     val_set = None
     if params.data.val_split in index_data.get("keys", {}) and index_data["keys"][params.data.val_split]:
-        val_set = dataset(params, params.data.val_split, train=False)
+        val_set = dataset(params, params.data.val_split, train=False, cache_mb=params.training.cache_mb)
     return train_loop(
         model,
         train_set,

@@ -40,7 +40,7 @@ from objdisc.train.step import deterministic_algorithms, to_device, train_step
 CHECKPOINT = "checkpoints/last.pt"
 # Settings that may change between a run and its resumption: they do not change the weights.
 RESUMABLE = ("steps", "checkpoint_every", "log_every", "val_every", "val_batches", "workers", "device", "threads",
-             "deterministic")
+             "deterministic", "cache_mb")
 
 
 class RunMismatch(ValueError):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from objdisc.config import ImageConfig
@@ -63,6 +64,50 @@ def test_batches_do_not_depend_on_worker_count(synth_shards):
         assert torch.equal(a["index"], b["index"])
         assert torch.equal(a["image"], b["image"])  # includes the seeded random view choice
         assert a["image"].shape == (4, 3, 16, 16) and a["mask"].shape == (4, 16, 16)
+
+
+
+def test_cache_hands_out_the_same_scenes_without_reading_again(synth_shards, monkeypatch):
+    """With ``cache_mb`` every scene is decoded once; the batches are those of the uncached
+    dataset, a caller that modifies a scene does not change the cache, and the budget holds."""
+    import numpy as np
+
+    shards, index_path = synth_shards
+    transform = functools.partial(image_transform, cfg=ImageConfig(size=16), train=True)
+    plain = SceneDataset(shards, load_index(index_path), "train", transform)
+    cached = SceneDataset(shards, load_index(index_path), "train", transform, cache_mb=64)
+    reads = []
+    read = cached.read
+    monkeypatch.setattr(cached, "read", lambda position: reads.append(position) or read(position))
+
+    def batches(dataset):
+        return take(iter(make_loader(dataset, 4, TrainSampler(len(dataset), seed=0), drop_last=True)), 12)
+
+    for a, b in zip(batches(plain), batches(cached)):  # three epochs
+        assert torch.equal(a["index"], b["index"])
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+    assert sorted(reads) == list(range(len(cached)))  # each scene read once in three epochs
+
+    scene = cached.scene(3)
+    scene["image"][:] = 0
+    scene["objects"].clear()
+    again = cached.scene(3)
+    assert again["image"].any() and again["objects"] == plain.scene(3)["objects"]
+    for key, value in plain.scene(3).items():
+        assert np.array_equal(value, again[key]) if isinstance(value, np.ndarray) else value == again[key]
+
+    one = sum(v.nbytes for v in plain.scene(0).values() if isinstance(v, np.ndarray))
+    small = SceneDataset(shards, load_index(index_path), "train", transform, cache_mb=2.5 * one / 2**20)
+    for position in range(len(small)):
+        small.scene(position)
+    assert len(small._cache) == 2 and small._cached_bytes <= 2.5 * one  # the rest is read each time
+    assert len(SceneDataset(shards, load_index(index_path), "train", transform)._cache) == 0
+
+
+def test_cache_rejects_a_negative_budget(synth_shards):
+    shards, index_path = synth_shards
+    with pytest.raises(ValueError, match="cache_mb must be >= 0"):
+        SceneDataset(shards, load_index(index_path), "train", lambda scene, g: {}, cache_mb=-1)
 
 
 DDP_SCRIPT = textwrap.dedent(
@@ -205,8 +250,6 @@ def test_decode_error_names_shard_and_key(synth_shards, tmp_path, monkeypatch):
     with pytest.raises(storage.StorageError, match=rf"{shard}: scene '{dataset.keys[0]}' at offset 0 does not decode: error: Error -3"):
         dataset.scene(0)
 
-
-import pytest  # noqa: E402
 
 
 @pytest.mark.parametrize("verify", [True, False])
