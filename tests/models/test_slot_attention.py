@@ -133,8 +133,9 @@ def overfit(cfg: SlotAttentionConfig, steps: int = 60) -> list[float]:
     return losses
 
 
-def test_overfits_one_batch() -> None:
-    losses = overfit(tiny())
+@pytest.mark.parametrize("masks", ["decoder", "attention"])
+def test_overfits_one_batch(masks: str) -> None:
+    losses = overfit(tiny(masks=masks))
     assert min(losses[-5:]) < 0.5 * losses[0], losses
 
 
@@ -172,11 +173,6 @@ def test_attention_masks_put_the_attention_into_the_loss() -> None:
         a = model.decode(slots, attn)[0]
         b = model.decode(slots, other)[0]
         assert (not torch.allclose(a, b)) == moves, masks
-
-
-def test_attention_masks_overfit_one_batch() -> None:
-    losses = overfit(tiny(masks="attention"))
-    assert min(losses[-5:]) < 0.5 * losses[0], losses
 
 
 def test_channels_last_computes_the_same_numbers():
