@@ -67,12 +67,12 @@ class SceneDataset(Dataset):
 
     ``cache_mb`` keeps decoded scenes in memory, up to that many MiB of arrays, so every epoch
     after the first decodes nothing: a small dataset trained for many epochs (the default's 1,000
-    scenes, 32 epochs) otherwise spends most of its loading time decoding the same PNGs again,
+    scenes, 48 epochs) otherwise spends most of its loading time decoding the same PNGs again,
     every view of them although a 2D model uses one. Scenes are kept in the order first read
-    until the budget is full; the rest are read from the shards each time. Each DataLoader worker
-    process holds its own cache (persistent workers keep it across epochs), so memory grows to
-    ``workers × cache_mb`` per process. A cached scene is handed out as a copy: a transform may
-    modify what it gets.
+    until the budget is full; the rest are read from the shards each time. Every process that
+    reads (the main one, and each DataLoader worker: persistent workers keep theirs across epochs)
+    holds its own cache, so ``cache_mb`` is per process. A cached scene was checked against the
+    index when it was read, and is handed out as a copy: a transform may modify what it gets.
     """
 
     def __init__(
