@@ -182,8 +182,10 @@ def train(
                 if dist.is_main:
                     # The EMA weights so far: an unfinished run can be evaluated, and `dvc commit`
                     # (which needs every output) can record it to be pushed and resumed elsewhere.
+                    # clone(): on CPU `.cpu()` returns the parameter itself, so without a copy the
+                    # raw weights that leaving the `with` restores would be what gets saved.
                     with ema.average_parameters():
-                        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+                        weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                     info = {"state_dict": weights, "step": step, "steps": cfg.steps, **(model_info or {})}
                     checkpoint.save_atomic(info, run_dir / "model.pt")
             if stop_after is not None and step >= stop_after:

@@ -75,6 +75,29 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, synth_shards):
         assert steps == sorted(set(steps)) and steps[-1] == 12, steps
 
 
+def test_model_pt_holds_the_ema_weights(tmp_path, synth_shards):
+    """model.pt (what evaluate and render load) is the EMA of the weights, not the raw weights that
+    the checkpoint resumes from. On CPU this once failed silently: the state dict taken inside
+    ``ema.average_parameters()`` shared storage with the parameters, and leaving the block put the
+    raw weights back into it before the save."""
+    from objdisc.pipeline import load_trained
+
+    prepare(tmp_path, synth_shards, train__steps=6, train__ema_decay=0.9, train__val_every=100)
+    assert objdisc("train", cwd=tmp_path).wait(timeout=300) == 0
+    run = tmp_path / "data/runs/synth/slot_attention"
+    state = checkpoint.load(run / "checkpoints/last.pt")
+    model, step = load_trained(run / "model.pt")
+    assert step == 6
+    names = [name for name, _ in model.named_parameters()]  # the order the EMA tracks them in
+    shadow = dict(zip(names, state["ema"]["shadow_params"], strict=True))
+    saved = weights(run / "model.pt")
+    differs = 0
+    for name in names:
+        torch.testing.assert_close(saved[name], shadow[name], rtol=0, atol=0, msg=name)
+        differs += not torch.equal(saved[name], state["model"][name])
+    assert differs > len(names) // 2  # six steps of Adam moved the raw weights away from their average
+
+
 def test_a_changed_setting_never_overwrites_a_run(tmp_path, synth_shards):
     """Fault campaign item 2: a quick re-run with other settings used to delete live/ and overwrite
     the checkpoint and model. Now it stops, names what differs, and --restart moves the run aside."""
