@@ -133,6 +133,7 @@ def train(
         if step == 0:
             live.log_params({"train": asdict(cfg), "seed": seed, **(model_info or {})})
 
+    finished_on_entry = step >= cfg.steps
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=not (progress and dist.is_main))
     t0, seen = time.perf_counter(), 0
     model.train()
@@ -182,15 +183,14 @@ def train(
                 if dist.is_main:
                     # The EMA weights so far: an unfinished run can be evaluated, and `dvc commit`
                     # (which needs every output) can record it to be pushed and resumed elsewhere.
-                    # clone(): on CPU `.cpu()` returns the parameter itself, so without a copy the
-                    # raw weights that leaving the `with` restores would be what gets saved.
-                    with ema.average_parameters():
-                        weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                    info = {"state_dict": weights, "step": step, "steps": cfg.steps, **(model_info or {})}
-                    checkpoint.save_atomic(info, run_dir / "model.pt")
+                    save_model(run_dir / "model.pt", model, ema, step, cfg.steps, model_info)
             if stop_after is not None and step >= stop_after:
                 break
     bar.close()
+    if finished_on_entry and dist.is_main:
+        # Training a finished run again rewrites model.pt from its checkpoint: what a run trained
+        # before a fix of this step (the raw weights saved on CPU, 6c00b99) needs to be right.
+        save_model(run_dir / "model.pt", model, ema, step, cfg.steps, model_info)
 
     if live is not None:
         live.end()
@@ -270,6 +270,15 @@ def truncate_logs(live_dir: Path, step: int) -> None:
         except ValueError:
             with atomic_write(summary, "w") as f:
                 json.dump({"step": step}, f)
+
+
+def save_model(path: Path, model: Model, ema, step: int, steps: int, model_info: dict[str, Any] | None) -> None:
+    """model.pt: the EMA of the weights (what evaluate and render load), with the model's name and
+    config. The state dict is cloned inside ``average_parameters``: on CPU ``.cpu()`` returns the
+    parameter itself, and leaving the block copies the raw weights back into it."""
+    with ema.average_parameters():
+        weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    checkpoint.save_atomic({"state_dict": weights, "step": step, "steps": steps, **(model_info or {})}, path)
 
 
 def save_checkpoint(

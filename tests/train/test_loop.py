@@ -97,6 +97,14 @@ def test_model_pt_holds_the_ema_weights(tmp_path, synth_shards):
         differs += not torch.equal(saved[name], state["model"][name])
     assert differs > len(names) // 2  # six steps of Adam moved the raw weights away from their average
 
+    # A run finished before the fix (its model.pt the raw weights) is repaired by training it again.
+    checkpoint.save_atomic({**checkpoint.load(run / "model.pt"), "state_dict": state["model"]}, run / "model.pt")
+    assert objdisc("train", cwd=tmp_path).wait(timeout=300) == 0
+    assert checkpoint.load(run / "checkpoints/last.pt")["step"] == 6  # nothing trained
+    saved = weights(run / "model.pt")
+    for name in names:
+        torch.testing.assert_close(saved[name], shadow[name], rtol=0, atol=0, msg=name)
+
 
 def test_a_changed_setting_never_overwrites_a_run(tmp_path, synth_shards):
     """Fault campaign item 2: a quick re-run with other settings used to delete live/ and overwrite
