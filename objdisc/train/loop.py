@@ -188,8 +188,8 @@ def train(
                 break
     bar.close()
     if finished_on_entry and dist.is_main:
-        # Training a finished run again rewrites model.pt from its checkpoint: what a run trained
-        # before a fix of this step (the raw weights saved on CPU, 6c00b99) needs to be right.
+        # Training a finished run again rewrites model.pt from its checkpoint, so `dvc repro`
+        # repairs, without training, a CPU run whose model.pt holds raw weights (before 6c00b99).
         save_model(run_dir / "model.pt", model, ema, step, cfg.steps, model_info)
 
     if live is not None:
