@@ -180,7 +180,7 @@ def one(model_name: str, data_path: Path, device: str, seconds: float, eval_seco
         if save_to is not None:  # the evaluated weights (EMA where used), to look at: `zoo_curves.py picture`
             with ema.average_parameters() if ema is not None else contextlib.nullcontext():
                 torch.save({"model": model_name, "dataset": dataset, "overrides": overrides, "options": list(options),
-                            "state": model.state_dict()}, save_to)
+                            "state": model.state_dict(), "step": step}, save_to)
     except Exception:  # one model's failure must not lose the others' curves
         record["error"] = traceback.format_exc()[-3000:]
     save()
@@ -266,8 +266,10 @@ def picture(weights: Path, data_path: Path, out: Path, split: str = "test", coun
     model.eval()
     data = torch.load(data_path, weights_only=True)[split]
     batch = {"image": as_float(data["image"][:count]), "mask": data["mask"][:count].long(), "index": torch.arange(count)}
+    # The trained step: models whose forward depends on it (DTI-Sprites' empty sprite is not
+    # selectable while its sprites are frozen, annealed priors) must draw as they were evaluated.
     with torch.no_grad():
-        result = model.family.run(model, batch, 0, chunk_rays=4096)
+        result = model.family.run(model, batch, int(saved.get("step", 0)), chunk_rays=4096)
         grid = model.picture(batch, result, limit=count)
     Image.fromarray(np.asarray(grid)).save(out)
     print(out)

@@ -185,6 +185,9 @@ def test_zoo_curves_sweep_runs_variants_with_their_own_settings(tmp_path):
          "--set", "train.batch_size=2", "--save", str(weights), "--out", str(tmp_path / "one.json")],
         capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0 and "error" not in json.loads((tmp_path / "one.json").read_text()), proc.stderr[-3000:]
+    import torch
+
+    assert torch.load(weights, weights_only=True)["step"] == 2  # `picture` draws at the trained step
     proc = subprocess.run([sys.executable, script, "picture", str(weights), "--data", str(data), "--out", str(picture)],
                           capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
