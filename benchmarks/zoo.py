@@ -5,7 +5,7 @@ sprites (``dataset=sprites``), through the same library calls as the DVC stages:
 
 1. the sprites are generated, converted and indexed once into ``--work`` (reused by later runs);
 2. the model is built with the run's seed and evaluated untrained on the test split (its MSE is
-   the baseline: a model that learns halves it at least, ``../shared/zoo.md`` §3);
+   the baseline: a model that learns halves it at least, the README's proving-ground bar);
 3. it trains for its configured steps (wall time measured), then is evaluated and rendered;
 4. the record holds FG-ARI, ARI, mIoU, mBO, MSE (trained and untrained), count accuracy, the
    validation curve, the train / evaluate / render wall times, the CPU step time and peak memory,

@@ -87,11 +87,11 @@ NAMES = {
 }
 
 # Published values, by column heading and model, in the table's metrics order. The ClevrTex
-# values are results.md §5: a recollection of arXiv 2111.10265 Table 2 that nobody has checked
-# against the paper (every table that shows them says so).
+# values are a recollection of Karazija et al. 2021 (arXiv 2111.10265), Table 2, that nobody has
+# checked against the paper (every table that shows them says so).
 PUBLISHED: dict[str, dict[str, Any]] = {
     "clevrtex-table2": {
-        "source": "Karazija et al. 2021 (arXiv 2111.10265), Table 2, as recalled in shared/reference/results.md §5: "
+        "source": "Karazija et al. 2021 (arXiv 2111.10265), Table 2, as recalled: "
         "UNVERIFIED, not read from the paper; mean of 3 seeds",
         "metrics": ["miou", "fg_ari", "mse_sum"],
         "values": {
@@ -304,7 +304,7 @@ def markdown(result: dict[str, Any], title: str) -> str:
     lines.append(
         f"Mean ± std over seeds {seeds} (sample std, ddof 1; none with one seed). mIoU is the ClevrTex evaluator's "
         "foreground mIoU (Hungarian), ARI-FG the ARI over foreground pixels, MSE the per-image sum of squared "
-        "errors at the model's resolution (metrics.md §4)."
+        "errors at the model's resolution (as the ClevrTex evaluator computes it)."
     )
     if table.published is not None:
         lines.append(

@@ -112,7 +112,7 @@ class StorageConfig:
 
 @dataclass
 class ImageConfig:
-    """How a 2D model sees a scene: one view, cropped and resized (datasets.md §2.1 crops)."""
+    """How a 2D model sees a scene: one view, cropped and resized (Slot Attention or ClevrTex crop)."""
 
     crop: list[int] | None = None  # [top, bottom, left, right] rows/cols, or None
     center_crop: float | None = None  # ClevrTex-style centre crop: side = int(f · min(H, W))

@@ -9,7 +9,7 @@ mean over scenes (srt/osrt convention), and for slot models the FG-ARI and ARI o
 segmentation against the true masks. The picture is the model's own (``Model.picture``).
 
 Image models on datasets with masks also get the rest of the ClevrTex benchmark evaluator
-(metrics.md §4, §7), computed at the model's resolution after the crop, as the evaluator sees it:
+(karazijal/clevrtex), computed at the model's resolution after the crop, as the evaluator sees it:
 
 * per true object present in the image: its masked SSE (the true mask applied to both images) and
   the IoU with the prediction the Hungarian matching gives it, tagged with the scene's object

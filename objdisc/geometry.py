@@ -99,7 +99,8 @@ def centre_ray(rays: Tensor) -> Tensor:
 
     The centre is one pixel for an odd side and the middle two for an even side (so 1, 2 or 4
     pixels). SRT's ``get_extrinsic`` meant the same but, for even sizes, averaged the middle two
-    columns over *all* rows (models.md §5 quirk 3); this is the intended version.
+    columns over *all* rows (a known stelzner/srt bug: the row restriction is overwritten); this is
+    the intended version.
     """
     h, w = rays.shape[-3], rays.shape[-2]
     rows = slice((h - 1) // 2, h // 2 + 1)

@@ -1,9 +1,10 @@
 """Evaluation metrics for object discovery and novel-view synthesis, batched in torch.
 
 Every metric returns one value per scene (a ``[B]`` float64 tensor on the input's device), so
-evaluation can write a per-scene table and average it afterwards. The definitions follow
-``shared/reference/metrics.md``; where the original codebases disagree, the convention chosen
-here is stated in the function's docstring.
+evaluation can write a per-scene table and average it afterwards. The definitions follow the
+original codebases (DeepMind's multi_object_datasets ARI, the ClevrTex evaluator, stelzner/osrt
+and stelzner/obsurf); where they disagree, the convention chosen here is stated in the function's
+docstring.
 
 Segmentation metrics work on hard label maps: an integer id per pixel, ``0`` = background in the
 ground truth. Soft model masks are binarised by argmax over slots (ties go to the lowest slot),
@@ -423,7 +424,7 @@ def image_metrics(pred: Tensor, true: Tensor, max_value: float = 1.0) -> dict[st
 
 
 # ---------------------------------------------------------------------------------------------
-# Per-object statistics and counts (ClevrTex evaluator, metrics.md §4 "per-object" and §7)
+# Per-object statistics and counts (ClevrTex evaluator: masked per-object errors, counting accuracy)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -493,7 +494,7 @@ def object_statistics(
 
 
 def count_metrics(true_ids: Tensor, pred: Tensor, masks_have_background: bool = True, presence: Tensor | None = None) -> dict[str, Tensor]:
-    """Object counts per scene (metrics.md §7), float64 [B]:
+    """Object counts per scene, as the ClevrTex evaluator's ``acc`` counts them, float64 [B]:
 
     * ``count_true``: true objects visible in the image (non-empty labels ≥ 1);
     * ``count_pred``: non-empty predicted segments after the argmax, less one for the background

@@ -1,4 +1,4 @@
-"""Tests for objdisc.metrics: the worked examples of reference/metrics.md §9, the ARI edge cases,
+"""Tests for objdisc.metrics: worked examples on an 8×8 toy scene, the ARI edge cases,
 invariances, batching, and comparisons with independent reference implementations."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def brute_force_matched_iou_sum(true: np.ndarray, pred: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# §9 toy scene
+# Toy scene: an 8×8 label map, background and three objects
 # ---------------------------------------------------------------------------------------------
 
 
@@ -65,7 +65,8 @@ def toy_predictions() -> dict[str, torch.Tensor]:
 
 
 CASES = ["perfect", "permuted", "merge", "split"]
-# metrics.md §9 table, columns perfect / permuted / merge / split.
+# Expected values from the definitions, columns perfect / permuted / merge / split (mIoU_fg and
+# ARI_FG of merge and split agree with the ClevrTex evaluator on the same toy).
 EXPECTED = {
     "acc": [1, 1, 0, 0],
     "miou_bg": [1, 1, 0.7283, 0.7333],
@@ -128,7 +129,7 @@ def test_standalone_functions_match_entry_point():
 
 
 def test_toy_derivations():
-    """The exact fractions of §9's derivations."""
+    """The exact fractions behind the toy scene's expected values."""
     preds = toy_predictions()
     merge = M.hungarian_miou(toy_truth()[None], preds["merge"][None])
     assert merge["miou_fg"].item() == pytest.approx(2 / 3)
@@ -148,7 +149,7 @@ def labels(*rows) -> torch.Tensor:
 
 
 # (true ids over the image, predicted ids), 0 = background excluded by FG-ARI; expected FG-ARI
-# in our convention (the sklearn / osrt column of the §9 edge-case table).
+# in our convention (sklearn's and stelzner/osrt's; DeepMind's TF ARI gives NaN in some cases).
 EDGE_CASES = {
     "identical": (labels(0, 1, 1, 2, 2, 3), labels(0, 1, 1, 2, 2, 3), 1.0),
     "relabelled": (labels(0, 1, 1, 2, 2, 3), labels(5, 3, 3, 0, 0, 1), 1.0),
@@ -390,12 +391,12 @@ def test_cuda_matches_cpu():
 
 
 # ---------------------------------------------------------------------------------------------
-# Per-object statistics and counts (ClevrTex evaluator's per-object part, metrics.md §4, §7)
+# Per-object statistics and counts (ClevrTex evaluator's per-object part and counting accuracy)
 # ---------------------------------------------------------------------------------------------
 
 
 def test_matched_ious_are_the_evaluators_ious_on_the_toy_scene():
-    """§9 derivations: merge ious = [42/46, 0, 1, 1]; split ious = [1, 1, 1, 6/9]."""
+    """Hand derivation: merge ious = [42/46, 0, 1, 1]; split ious = [1, 1, 1, 6/9]."""
     t = toy_truth()[None]
     preds = toy_predictions()
     np.testing.assert_allclose(M.matched_ious(t, preds["merge"][None])[0].numpy(), [42 / 46, 0, 1, 1])

@@ -45,7 +45,7 @@ EXPECTED = {
     "osrt-msn-hard": ("osrt", "msn-hard", "msn-hard", "msn-hard"),
     "obsurf-clevr3d": ("obsurf", "clevr3d", "clevr3d", "clevr3d-obsurf"),
 }
-# The papers' optimisation (models.md §2.1, §3.6, §3.7; clevrtex experiments/slota.py).
+# The reference optimisation (SA paper; srt/osrt/obsurf configs; clevrtex experiments/slota.py).
 SCHEDULES = {
     "slot-attention-clevr6": dict(steps=500_000, batch_size=64, lr=4e-4, warmup_steps=10_000, decay_steps=100_000, decay_rate=0.5, grad_clip=0.0),
     "clevrtex-benchmark": dict(steps=500_000, batch_size=32, lr=4e-4, warmup_steps=10_000, decay_steps=100_000, decay_rate=0.5, grad_clip=0.0),

@@ -1,4 +1,4 @@
-"""The dataset index: ``<dataset_dir>/index.json`` (design.md section 3).
+"""The dataset index: ``<dataset_dir>/index.json``.
 
 Building the index decodes every shard, so a dataset with an index is known to be readable and
 to match the schema. The index records:

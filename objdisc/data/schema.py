@@ -1,4 +1,4 @@
-"""The canonical scene: one schema for every dataset (design.md section 3).
+"""The canonical scene: one schema for every dataset.
 
 A scene is a plain ``dict`` of numpy arrays and JSON-able values. A 2D dataset is a scene with one
 view. Sources produce scenes, storage formats write and read them unchanged, loaders turn them into

@@ -7,7 +7,7 @@ ray per pixel centre, float64) renders per view an RGB image with Lambertian sha
 term, a specular highlight on metal and shadows cast by one directional light (shadow rays), an
 instance mask and the Euclidean depth of the first hit.
 
-The output is written in the CLEVR3D / ObSuRF on-disk layout (reference/datasets.md §9) so the
+The output is written in the CLEVR3D / ObSuRF on-disk layout so the
 same source module reads the synthetic set and the real one:
 
     <out>/metadata.npz                  shape [N,6] (0 absent, 1 cube, 2 sphere, 3 cylinder),

@@ -1,6 +1,6 @@
 """Scene → 2D model input: pick a view, crop, resize (images bilinear with antialias, masks nearest).
 
-The crop conventions are the ones of datasets.md §2.1: a fixed box (``crop`` = [top, bottom, left,
+Two crop conventions: a fixed box (``crop`` = [top, bottom, left,
 right], e.g. Slot Attention's 29:221 × 64:256 on CLEVR) or ClevrTex's centre crop of side
 ``int(f · min(H, W))``. 3D models use ``objdisc.data.views`` instead.
 """

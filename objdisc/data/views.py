@@ -5,7 +5,8 @@ One canonical scene (``objdisc.data.schema``) becomes one sample with the keys o
 ``default_collate``). Rays are always derived from ``cam2world`` + ``intrinsics`` with
 ``objdisc.geometry.pixel_rays``, so every dataset reaches the models in one convention.
 
-What the reference loaders do, and the knob that reproduces it (datasets.md §6-§9, §11):
+What the reference loaders (stelzner/srt, stelzner/osrt, stelzner/obsurf) do, and the knob that
+reproduces it:
 
 * K input views, drawn without replacement (``num_input_views``; NMR and CLEVR3D 1, MSN 5).
 * Target rays drawn from the other views (``targets="others"``: NMR, MSN) or from every view,
@@ -70,7 +71,7 @@ class ViewsConfig:
             )
 
 
-# The reference loaders' settings (datasets.md §11 and the srt/osrt/obsurf configs).
+# The reference loaders' settings (stelzner/srt, stelzner/osrt, stelzner/obsurf and their configs).
 PRESETS: dict[str, ViewsConfig] = {
     "nmr": ViewsConfig(num_input_views=1, num_target_rays=8192, targets="others", canonical=True),
     "msn": ViewsConfig(

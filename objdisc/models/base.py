@@ -1,4 +1,4 @@
-"""The model protocol (design.md section 5): everything the loop, evaluation, pictures and renders
+"""The model protocol: everything the loop, evaluation, pictures and renders
 know about a model.
 
 A model is an ``nn.Module`` built from a config dataclass whose defaults are its paper's settings.

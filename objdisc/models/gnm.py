@@ -1,6 +1,6 @@
 """GNM: Generative Neurosymbolic Machines (Jiang & Ahn, NeurIPS 2020), written from the paper and
-the facts of the reference configuration (models.md §2.6; the original code is GPL and was not
-copied). The defaults are the configuration the ClevrTex benchmark and HHousen train.
+the facts of the reference configuration (the original code is GPL and was not copied). The
+defaults are the configuration the ClevrTex benchmark and HHousen train.
 
     image ─▶ conv encoder ─▶ e [B, C, G, G] (one feature vector per cell)
     StructDRAW (the global latent, ``draw_steps`` steps; ConvLSTMs over the G × G cell map):

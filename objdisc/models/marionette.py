@@ -26,7 +26,7 @@ background dictionary, weight decay 0.01 (AdamW's default), constant rates, batc
 What differs from the reference code, and why:
 
 * ``dim_bg`` 4 (the script's default) builds GroupNorm(8, 4) in the background encoder, which
-  current PyTorch rejects (reference quirk 19); every GroupNorm here takes the largest group count
+  current PyTorch rejects (a reference bug); every GroupNorm here takes the largest group count
   ≤ 8 that divides its channels, so 8 channels keep the benchmark's GroupNorm(8, 8) and 4 work.
 * The reference also runs a hard forward at every training step for its PSNR log; here the hard
   pass is the evaluation forward only.
@@ -76,7 +76,7 @@ class MarioNetteConfig:
     num_layers: int = 2
     num_sprites: int = 150  # dictionary size (num_classes)
     dim_z: int = 128  # codes, dictionary latents, encoder widths
-    dim_bg: int = 8  # background latent and background-encoder width (the script's default 4: quirk 19)
+    dim_bg: int = 8  # background latent and background-encoder width (the script's 4 does not build)
     num_backgrounds: int = 1
     w_beta: float = 0.002
     w_probs: float = 5e-3
@@ -117,7 +117,10 @@ class GroupNorm(nn.GroupNorm):
 
 
 def group_norm(channels: int, groups: int = 8) -> nn.GroupNorm:
-    """GroupNorm with the largest group count ≤ ``groups`` that divides ``channels`` (quirk 19)."""
+    """GroupNorm with the largest group count ≤ ``groups`` that divides ``channels``.
+
+    The reference script's default asks for GroupNorm(8, 4), which PyTorch rejects.
+    """
     g = max(d for d in range(1, min(groups, channels) + 1) if channels % d == 0)
     return GroupNorm(g, channels)
 

@@ -1,5 +1,5 @@
 """ObSuRF: Object Surface Representation Fields (Stelzner, Kersting & Kosiorek, 2021), after
-stelzner/obsurf (models.md §3.5).
+stelzner/obsurf.
 
 Encoder: the input view, its per-pixel ray directions and a Fourier encoding of the camera
 position (105 channels) go through a ResNet-18-style CNN without max-pool (240×320 → 60×80), a
@@ -33,10 +33,12 @@ surface-density compositing; the segmentation of a ray is Σᵢ wᵢ·σₛ,ᵢ/
 (``render_chunk``, on any device) and every ray is independent. ``decode_slots`` renders every
 slot's field alone the same way (the render script's per-slot renders, ``objdisc render --slots``).
 
-Fixes of the reference (models.md §5): the configured number of target rays is honoured (quirk 6,
-it lives in the views config), ``use_pixel_features=False`` really switches pixel features off
-(quirk 7), ``depthloss_factor`` is used (quirk 8), one importance cutoff default 0.98 (quirk 10),
-device-agnostic chunking (quirk 11). Pixel features are read through the input camera's own
+Fixes of stelzner/obsurf's bugs: the configured number of target rays is honoured (its MSN
+configs' ``points_per_item`` is ignored; here it lives in the views config),
+``use_pixel_features=False`` really switches pixel features off (its ``*_nopixel`` configs still
+use them), ``depthloss_factor`` is used (0.1 is hard-coded there), one importance cutoff default
+0.98 (its class and config defaults differ), device-agnostic chunking (it divides by the GPU
+count). Pixel features are read through the input camera's own
 cam2world and intrinsics; for CLEVR's level cameras looking at the origin this is exactly the
 reference's fixed projection, and it stays right for any other camera.
 """

@@ -1,5 +1,4 @@
-"""Object Scene Representation Transformer (Sajjadi et al., NeurIPS 2022), after stelzner/osrt
-(models.md §3.4).
+"""Object Scene Representation Transformer (Sajjadi et al., NeurIPS 2022), after stelzner/osrt.
 
 Encoder: the ISRT encoder (``objdisc.models.srt``) turns the input views into a set-latent
 representation; Slot Attention (learned initial slots, one iteration, no q/k/v bias) groups it

@@ -38,7 +38,7 @@ class SlotAttentionConfig:
 
     ``layernorm`` chooses the encoder LayerNorm: ``"token"`` normalises each position's feature
     vector (paper); ``"map"`` normalises the whole [H·W, C] feature map with an element-wise affine,
-    as the benchmark does (reference quirk 15) — only for parameter/checkpoint parity with it.
+    as the benchmark does (unlike the paper) — only for parameter/checkpoint parity with it.
     """
 
     resolution: int | tuple[int, int] = data_input("image_size", 128)  # input (and output) H = W, or (H, W)

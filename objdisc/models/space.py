@@ -1,6 +1,6 @@
 """SPACE: Unsupervised Object-Oriented Scene Representation via Spatial Attention and
 Decomposition (Lin et al., ICLR 2020), written from the paper and the ClevrTex benchmark's
-configuration of it (models.md §2.7; the original code is GPL and was not copied).
+configuration of it (the original code is GPL and was not copied).
 
     foreground (G × G cells, all in parallel):
       image ─▶ conv encoder (+ lateral "residual" encoder) ─▶ per cell:

@@ -1,5 +1,5 @@
 """SPAIR, Spatially Invariant Attend, Infer, Repeat (Crawford & Pineau, AAAI 2019), in the
-configuration of the ClevrTex benchmark's re-implementation (models.md §2.8).
+configuration of the ClevrTex benchmark's re-implementation (karazijal/clevrtex).
 
     image ─▶ backbone (3×3 convs, CELU + GroupNorm, stride 2^n) ─▶ a feature vector per cell
              (G_h × G_w cells of ``cell_size`` px)

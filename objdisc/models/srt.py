@@ -1,5 +1,5 @@
 """Scene Representation Transformer (Sajjadi et al., CVPR 2022) and the improved ISRT of the OSRT
-paper (App. A.4), after stelzner/srt (models.md §3.1-§3.3).
+paper (App. A.4), after stelzner/srt.
 
 Encoder: every pixel of the K input views becomes [RGB, RayEncoder(camera position, ray)]; a CNN
 of stride-2 conv blocks cuts each view into patches, a 1×1 conv projects them to the latent width,
@@ -17,15 +17,15 @@ Variants:
   Decoder ``lightfield``: RayEncoder → 2 cross-attention layers → 180→128→3 MLP → sigmoid.
 * ``isrt``: 3 conv blocks (8×8 patches), no embeddings, transformer depth 5. Decoder ``isrt``: a
   query MLP 180→360→180 before the transformer and a deep render MLP 180→1536⁴→3. The two
-  reference repositories disagree on its activations (models.md §5 quirk 4: srt ReLU without
-  output sigmoid, osrt LeakyReLU with sigmoid); this implementation uses the osrt version,
+  reference repositories disagree on its activations (stelzner/srt: ReLU without output
+  sigmoid; stelzner/osrt: LeakyReLU with sigmoid); this implementation uses the osrt version,
   LeakyReLU(0.01) and a sigmoid, so colours live in [0, 1] like the targets and like OSRT's
   Slot Mixer render MLP.
 * ``vsrt`` (presets ``vsrt-nmr``, ``vsrt-clevr3d``): the SRT encoder with decoder ``nerf``, V-SRT's
-  volumetric decoder (models.md §3.3). A *point* o + t·d (its position encoding, 15 octaves from
+  volumetric decoder (``NerfNet``). A *point* o + t·d (its position encoding, 15 octaves from
   ``pos_start_octave``: 90-d, no view direction) cross-attends into the set-latent representation
-  (dim 90, depth 2, 12 heads × 64, MLP 1536, kv = the encoder width 768: the reference builds
-  this transformer without ``kv_dim`` and cannot run, models.md §5 quirk 1); a colour head
+  (dim 90, depth 2, 12 heads × 64, MLP 1536, kv = the encoder width 768: stelzner/srt builds
+  this transformer without ``kv_dim``, so its V-SRT configs cannot run); a colour head
   90→128→ReLU→3 (sigmoid) and a density head 90→128→ReLU→1 (softplus) read it. Rays are rendered
   NeRF-style (``objdisc.models.blocks.nerf.render_along_rays``): 128 stratified samples in
   [near, far] (far optionally clipped where the ray meets z = ``nerf_min_z``), 64 importance

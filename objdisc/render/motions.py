@@ -190,7 +190,7 @@ def zoom2d(cam2world: np.ndarray, intrinsics: np.ndarray, t: float) -> tuple[np.
     """ObSuRF's ``zoom2d`` for a camera: a fixed camera whose picture zooms into the image.
 
     ObSuRF's render script zooms its 2D models by shrinking the grid of query points over the image
-    square [−0.5, 0.5]²: half-size 0.5 → 0.1, offset 1/128, rendered at 256 × 256 (rendering.md §2
+    square [−0.5, 0.5]²: half-size 0.5 → 0.1, offset 1/128, rendered at 256 × 256 (the script
     gives no more than these three numbers). Read here as: at time t the frame shows the window of
     the original image with half-size h = lerp(0.5, 0.1, t) (fractions of the image side), centred
     at (0.5 + 1/128, 0.5 + 1/128) of the image (x right, y down) instead of its middle, i.e. the

@@ -1,1 +1,1 @@
-"""The training engine: one plain loop for every model (design.md section 6)."""
+"""The training engine: one plain loop for every model (README, "Training")."""

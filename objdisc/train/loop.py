@@ -1,4 +1,4 @@
-"""The training loop shared by every model (design.md section 6).
+"""The training loop shared by every model (README, "Training").
 
 Read it top to bottom: set up (devices, DDP, seeds), build the model's optimisers and the EMA,
 resume from the last checkpoint if there is one, then one flat loop of ``train_step``s with

@@ -1,6 +1,6 @@
 """MarioNette: parameter parity with the ClevrTex benchmark, the soft assignment, valid GroupNorms
-(reference quirk 19), partial convolutions, anchor tiling, masks consistent with the composite,
-the optimiser groups, overfitting."""
+(the reference's dim_bg 4 gives GroupNorm(8, 4)), partial convolutions, anchor tiling, masks
+consistent with the composite, the optimiser groups, overfitting."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_parameter_count_matches_benchmark() -> None:
 
 
 def test_group_norm_is_valid_for_every_width() -> None:
-    """Reference quirk 19: the script's dim_bg 4 asks for GroupNorm(8, 4). The largest group count
+    """The reference script's dim_bg 4 asks for GroupNorm(8, 4). The largest group count
     ≤ 8 dividing the channels is used instead; 8 and 128 channels keep the benchmark's 8 groups."""
     assert [group_norm(c).num_groups for c in (128, 1024, 8, 4, 6, 12, 1)] == [8, 8, 8, 4, 6, 6, 1]
     with pytest.raises(ValueError):

@@ -93,7 +93,8 @@ def test_cross_attention_transformer_decodes_queries_independently():
 
 
 # ---------------------------------------------------------------------------------------------
-# Parameter parity with the reference (models.md §4): built on the meta device, no allocation.
+# Parameter parity with stelzner/srt's models (counts of the reference built with random init):
+# built on the meta device, no allocation.
 
 
 @pytest.mark.parametrize(
@@ -247,7 +248,7 @@ def test_presets_include_the_paper_configs():
 
 
 # ---------------------------------------------------------------------------------------------
-# V-SRT: the SRT encoder with the NeRF decoder (models.md §3.3; §5 quirk 1: kv = encoder width)
+# V-SRT: the SRT encoder with the NeRF decoder (kv = encoder width; stelzner/srt's omits ``kv_dim``)
 
 
 def vsrt(**overrides) -> SRT:

@@ -1,6 +1,6 @@
 """CLEVR3D (ObSuRF / SRT / OSRT multi-view CLEVR) and the embedded synthetic scenes.
 
-On disk (datasets.md §9): ``metadata.npz`` with ``shape`` [N, max_objs] (> 0 = object present) and
+On disk (as stelzner/obsurf): ``metadata.npz`` with ``shape`` [N, max_objs] (> 0 = object present) and
 ``camera_pos`` [N, V, 3], plus optional per-object keys that are passed through; per scene and view
 ``images/img_{scene}_{view}.png`` (RGB or RGBA), ``masks/masks_{scene}_{view}.png`` (uint8 entity
 index, 0 = background, < E) and optionally ``depths/depths_{scene}_{view}.png`` (uint16, depth =

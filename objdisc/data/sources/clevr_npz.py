@@ -1,5 +1,5 @@
 """CLEVR with masks as the ClevrTex framework stores it: one compressed npz per record
-(datasets.md §4).
+(karazijal/clevrtex's conversion of the DeepMind records).
 
 On disk, under ``clevr_with_masks/``: record i of the DeepMind TFRecord → ``<i // 10000>/<i>.npz``
 holding every TFRecord feature with the reader's shapes (image [240,320,3], mask [11,240,320,1]

@@ -1,6 +1,6 @@
 """ClevrTex (Karazija et al. 2021): textured CLEVR-like renders, one view per scene.
 
-On disk (datasets.md §3), per image ``<idx>`` (six digits) of variant ``<v>`` in
+On disk (karazijal/clevrtex), per image ``<idx>`` (six digits) of variant ``<v>`` in
 ``clevrtex_<v>/<idx // 1000>/``: ``CLEVRTEX_<v>_<idx>.png`` (RGB, sometimes RGBA), the mask
 ``CLEVRTEX_<v>_<idx>_flat.png`` (palette PNG whose raw byte per pixel is the entity index:
 0 = ground, k ≥ 1 = JSON object k − 1) and the metadata ``CLEVRTEX_<v>_<idx>.json``.

@@ -1,5 +1,5 @@
 """DeepMind multi_object_datasets (Kabra et al. 2019) from their original GZIP TFRecord files:
-CLEVR with masks, Tetrominoes, Multi-dSprites and Objects Room (datasets.md §1-§2).
+CLEVR with masks, Tetrominoes, Multi-dSprites and Objects Room.
 
 Each file is one dataset variant; each record one scene. The reader's feature table (``LAYOUTS``)
 is the one the DeepMind readers declare: image and mask are fixed-length string features with one
@@ -382,7 +382,7 @@ class MultiObjectTFRecord(Source):
 class ClevrWithMasks(MultiObjectTFRecord):
     """CLEVR with masks: 100,000 records of 240×320 renders, up to 10 objects, 11 entity masks.
 
-    Option ``split_convention`` (datasets.md §2.1), all ranges of record numbers:
+    Option ``split_convention``, all ranges of record numbers:
 
     * ``slot_attention`` (default; Slot Attention / IODINE): train = the first 70,000; test = the
       320 scenes right after them (the authors' statement in google-research#595). No val split.

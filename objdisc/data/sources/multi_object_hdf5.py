@@ -1,5 +1,4 @@
-"""CLEVR with masks and Tetrominoes as object-discovery-pytorch (HHousen) exports them to HDF5
-(datasets.md §5).
+"""CLEVR with masks and Tetrominoes as object-discovery-pytorch (HHousen) exports them to HDF5.
 
 One HDF5 dataset per TFRecord feature with a leading record axis and the reader's shapes:
 ``clevr_with_masks.h5`` (image [N,240,320,3], mask [N,11,240,320,1] 0/255, x/y/z/rotation/

@@ -1,6 +1,6 @@
 """NMR: the ShapeNet renders of DVR (Niemeyer et al. 2020) as SRT reads them, 24 views of one object.
 
-On disk (datasets.md §6): ``metadata.yaml`` (class entries with ``id`` = class folder),
+On disk (DVR's NMR_Dataset): ``metadata.yaml`` (class entries with ``id`` = class folder),
 ``<class>/softras_{train,val,test}.lst`` (scene ids), ``<class>/<scene>/image/0000.png … 0023.png``
 (64×64 RGB) and ``<class>/<scene>/cameras.npz`` (``world_mat_i``, ``world_mat_inv_i``,
 ``camera_mat_i``, ``camera_mat_inv_i``, all 4×4).

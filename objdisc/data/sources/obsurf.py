@@ -1,6 +1,6 @@
 """ObSuRF's own exports (Stelzner et al. 2021): MultiShapeNet in the npz + png layout, and sprites.
 
-``obsurf-msn`` (datasets.md §9): ``metadata.npz`` with ``shape`` [N, max_objs] (> 0 = present),
+``obsurf-msn`` (the CLEVR3D layout): ``metadata.npz`` with ``shape`` [N, max_objs] (> 0 = present),
 ``camera_pos`` [N, V, 3] and ``shape_file`` (ShapeNet model paths); per scene and view
 ``images/img_{s}_{v}.png`` (240×320 RGB or RGBA), ``masks/masks_{s}_{v}.png`` (uint8 entity index,
 0 = background, < 5) and ``depths/depths_{s}_{v}.png`` (uint16). Cameras are CLEVR's pinhole at
@@ -9,7 +9,7 @@
 conversion ObSuRF applies (``zs_to_depths``). Splits are ObSuRF's scene-id ranges, keeping scenes
 with at most 6 objects.
 
-``obsurf-sprites`` (datasets.md §10): ``{variant}-{mode}.npz`` with ``image`` [N,64,64,C] uint8
+``obsurf-sprites``: ``{variant}-{mode}.npz`` with ``image`` [N,64,64,C] uint8
 and ``mask`` [N,E,64,64,1] (0/255 per entity channel, channel 0 = background). The channels must
 partition the image; the mask id of a pixel is its channel, and ``objects`` has one entry per
 channel 1..E−1 (``visible`` = the channel has pixels, plus any extra [N,E,...] arrays of the file).

@@ -1,7 +1,7 @@
 """RAVENS robot scenes (HHousen's fork of google-research/ravens, ``place-red-in-green``) as the
 HHousen object-discovery loader reads them: three camera views per scene with label maps.
 
-On disk (datasets.md §5): ``ravens_*_{train,test}.h5`` with ``color`` [3N,H,W,3] uint8, ``segm``
+On disk: ``ravens_*_{train,test}.h5`` with ``color`` [3N,H,W,3] uint8, ``segm``
 [3N,H,W] integer label maps and ``num_objects_on_table`` [N]. The generator appends each reset's
 three camera images, so images 3s, 3s+1, 3s+2 are the three views of scene s and
 ``num_objects_on_table[s]`` counts its objects (the loader repeats it three times). Here a scene

@@ -1,5 +1,5 @@
 """3D Shapes (Burgess & Kim 2018): 480,000 64×64 renders of one object in a room, with the six
-generating factors, from DeepMind's ``3dshapes.h5`` (datasets.md §5).
+generating factors, from DeepMind's ``3dshapes.h5``.
 
 ``images`` [N,64,64,3] uint8 and ``labels`` [N,6] float64 whose columns are floor_hue, wall_hue,
 object_hue, scale, shape, orientation. There are no masks; ``objects`` is one entry holding the six

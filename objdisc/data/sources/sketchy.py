@@ -1,16 +1,16 @@
 """Sketchy (Cabi et al. 2019) robot-manipulation frames as GENESIS-v2 prepared them: 2D images,
 no masks, no cameras.
 
-On disk (datasets.md §5): ``processed/{train,valid,test}/ep<6 digits>/ep*.png``, 128×128, with the
+On disk: ``processed/{train,valid,test}/ep<6 digits>/ep*.png``, 128×128, with the
 list of a split optionally cached in ``processed/<split>_images.txt``. GENESIS' loader takes that
 list when it exists, else globs; every PNG is one item. Here the list file is followed when present
 (its lines may carry another machine's prefix: the part from ``processed/`` on is resolved under
 the root), otherwise the glob is sorted, since an unsorted glob has no stable order.
 
-GENESIS' preparation script (scripts/sketchy_preparation.py, not in datasets.md) names the files
-``ep<E>_t<T>_<view>_<crop>.png``: T the frame (every 4th), view ``fl``/``fr`` (basket front
-left/right camera), crop ``full`` (the centre square) or ``c0``…``c5`` (six overlapping crops),
-each resized to 128×128; those parts go to ``meta`` when a name has that form.
+GENESIS' preparation script (scripts/sketchy_preparation.py in applied-ai-lab/genesis) names
+the files ``ep<E>_t<T>_<view>_<crop>.png``: T the frame (every 4th), view ``fl``/``fr`` (basket
+front left/right camera), crop ``full`` (the centre square) or ``c0``…``c5`` (six overlapping
+crops), each resized to 128×128; those parts go to ``meta`` when a name has that form.
 
 Not documented anywhere we rely on: any segmentation or object annotation (there is none), the
 cameras (the state files hold robot state, not calibrated cameras) and the frames' scene contents.

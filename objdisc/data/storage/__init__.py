@@ -1,4 +1,4 @@
-"""Write and read canonical scenes as shards in three formats (design.md section 3).
+"""Write and read canonical scenes as shards in three formats.
 
 Every format is sharded: a split is stored as ``<split>-NNNNNN.<suffix>`` files, so conversion
 can run in parallel and resume shard by shard. The formats hold the same fields:

@@ -1,4 +1,4 @@
-"""Volume-rendering helpers shared by the 3D models (models.md §3.3, §3.5).
+"""Volume-rendering helpers shared by the 3D models (V-SRT after stelzner/srt, ObSuRF).
 
 Sampling along rays: stratified coarse depths in [near, far] (far optionally clipped where the ray
 meets the ground, ``objdisc.geometry.clip_far``) and importance (fine) depths drawn from the coarse

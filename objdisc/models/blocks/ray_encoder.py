@@ -1,4 +1,4 @@
-"""SRT's ray encoder (models.md §3.1): Fourier features of the camera position and ray direction.
+"""SRT's ray encoder (stelzner/srt): Fourier features of the camera position and ray direction.
 
 A ray (origin o, unit direction d) becomes ``[PE(o; n_pos from s_pos), PE(d; n_ray from s_ray)]``
 with ``objdisc.geometry.positional_encoding`` (sines then cosines, no raw coordinates). The papers

@@ -1,4 +1,4 @@
-"""The ResNet feature extractor of ObSuRF's encoder (models.md §3.5): ResNet-18-style BasicBlocks
+"""The ResNet feature extractor of ObSuRF's encoder (stelzner/obsurf): ResNet-18-style BasicBlocks
 with BatchNorm, **no max-pool**, and constant widths instead of ResNet's doubling.
 
 Layout: stem conv 7×7 (no bias) → BN → ReLU, then four stages of BasicBlocks with widths

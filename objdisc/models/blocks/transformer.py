@@ -1,4 +1,4 @@
-"""The pre-norm ViT transformer of SRT and OSRT (models.md §3.1), on ``scaled_dot_product_attention``.
+"""The pre-norm ViT transformer of SRT and OSRT (stelzner/srt), on ``scaled_dot_product_attention``.
 
 Each layer is ``x += Attn(LN x); x += FF(LN x)`` with no final LayerNorm and no dropout. Attention
 projects q, k, v without bias and the output with bias; FF is Linear–GELU–Linear. With ``kv_dim``
@@ -85,7 +85,7 @@ class Transformer(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
-# OSRT's initialisation (models.md §3.4).
+# OSRT's initialisation (stelzner/osrt, unless its ``use_default_init`` is set).
 
 
 @torch.no_grad()

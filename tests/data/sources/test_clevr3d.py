@@ -39,7 +39,7 @@ def write_clevr3d(root, n=5, rgba=False, depth=True, shape=None):
 
 
 def reference_rays(pos):
-    """datasets.md §9: CLEVR pinhole looking at the origin, up +z, pixel-centre offsets."""
+    """ObSuRF's rays: CLEVR pinhole looking at the origin, up +z, pixel-centre offsets."""
     d = -pos / np.linalg.norm(pos)
     r = np.cross(d, [0, 0, 1.0])
     r /= np.linalg.norm(r)

@@ -1,5 +1,5 @@
 """NMR source on a fixture in DVR's layout; cameras are checked against an independent
-re-implementation of the reference ray formula (datasets.md §6), not against the module's maths."""
+re-implementation of stelzner/srt's ray formula, not against the module's maths."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """ObSuRF-MSN and ObSuRF sprites sources on fixtures in ObSuRF's formats (numpy npz, PIL PNGs).
 
-Rays are checked against an independent implementation of ObSuRF's camera formula (datasets.md §9),
+Rays are checked against an independent implementation of ObSuRF's camera formula,
 and depth against the Euclidean distances the fixture was drawn from."""
 
 from __future__ import annotations
