@@ -35,7 +35,8 @@ from typing import Any
 
 import _common
 from _common import ROOT, machine_info, write_json
-from models import PAPER, UNIQUE_SCENES, _plain, _views_preset, make_batch
+from objdisc.config import plain  # after _common, which puts the repository on sys.path
+from models import PAPER, UNIQUE_SCENES, _views_preset, make_batch
 
 # Dense bf16 peak (TFLOP/s, without sparsity) by device name, from the vendors' data sheets.
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L4": 121.0}
@@ -164,7 +165,7 @@ def measure(task: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         "flops_per_step": flops, "achieved_tflops": round(flops / step_s / 1e12, 3) if flops else None,
         "flops_error": flops_error,
         "attention": attention_kernels(run_step, device),
-        "config": _plain(__import__("dataclasses").asdict(cfg)),
+        "config": plain(cfg),
     }
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)

@@ -35,6 +35,7 @@ from typing import Any
 
 import _common
 from _common import ROOT, machine_info, peak_rss_mib, reset_peak_rss, rss_mib, write_json
+from objdisc.config import plain  # after _common, which puts the repository on sys.path
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,7 @@ def task_model(task: dict[str, Any]) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "rss_before_model_mib": rss_before,
         "peak_rss_mib": peak_rss_mib(),
-        "config": _plain(dataclasses.asdict(cfg)),
+        "config": plain(cfg),
     }
     if "target_rays" in shapes:  # scene models: rays and input views per second
         result["target_rays_per_s"] = round(b * shapes["target_rays"][1] / mean, 1)
@@ -192,14 +193,6 @@ def _sync(device: Any) -> None:
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _is_oom(err: BaseException) -> bool:
@@ -293,7 +286,7 @@ def _views_preset(name: str | None) -> dict[str, Any] | None:
         return None
     from objdisc.data.views import PRESETS
 
-    return _plain(dataclasses.asdict(PRESETS[name]))
+    return plain(PRESETS[name])
 
 
 def measure(task: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:

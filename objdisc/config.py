@@ -91,8 +91,16 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
-def to_dict(obj: Any) -> Any:
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+def plain(value: Any) -> Any:
+    """A config (dataclass, dict, list or scalar) as dicts, lists and scalars only: the form
+    checkpoints (loaded with ``weights_only=True``) and JSON records hold, tuples as lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
 
 
 # ----------------------------------------------------------------------------- sections

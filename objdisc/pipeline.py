@@ -6,14 +6,13 @@ whichever way it is started, and neither entry point holds logic of its own.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from objdisc.config import ConfigError, Params, build
+from objdisc.config import ConfigError, Params, build, plain
 
 # Each step imports what it uses inside its function, so that a DVC stage's code dependencies are
 # what that step runs (tests/test_dvc_pipeline.py traces them), not everything the module touches.
@@ -120,7 +119,7 @@ def config(params: Params) -> Any:
 
 def model_info(params: Params) -> dict[str, Any]:
     cfg = config(params)
-    return {"model": params.model, "config": _plain(dataclasses.asdict(cfg)), "dataset": params.dataset}
+    return {"model": params.model, "config": plain(cfg), "dataset": params.dataset}
 
 
 def train(params: Params, progress: bool = True, stop_after: int | None = None, restart: bool = False) -> Path:
@@ -225,10 +224,3 @@ def describe_models() -> list[dict[str, Any]]:
     return rows
 
 
-def _plain(value: Any) -> Any:
-    """Config values as lists/dicts/scalars only (checkpoints load with weights_only=True)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value

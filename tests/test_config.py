@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from objdisc.config import ConfigError, TrainConfig, build, load_params, parse_params
+from objdisc.config import ConfigError, TrainConfig, build, load_params, parse_params, plain
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,3 +117,18 @@ def test_model_train_overrides_apply_to_that_model_only():
     raw["models"]["osrt"]["train"] = {"batchsize": 6}
     with pytest.raises(ConfigError, match="models.osrt.train: unknown key"):
         parse_params({**raw, "model": "slot_attention"})
+
+
+def test_plain_turns_a_model_config_into_what_a_weights_only_checkpoint_holds(tmp_path):
+    import torch
+
+    from objdisc.models.slot_attention import SlotAttentionConfig
+
+    cfg = SlotAttentionConfig(resolution=(32, 48), num_slots=5)
+    record = plain(cfg)
+    assert record["resolution"] == [32, 48] and record["num_slots"] == 5
+    assert plain({"a": (1, (2, 3)), "b": [TrainConfig()]})["a"] == [1, [2, 3]]
+    assert plain({"b": [TrainConfig()]})["b"][0]["lr"] == TrainConfig().lr
+    torch.save({"config": record}, tmp_path / "c.pt")
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["config"] == record
+    assert SlotAttentionConfig(**record).hw == (32, 48)  # and it builds the same config again
