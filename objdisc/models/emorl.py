@@ -53,6 +53,7 @@ from torch import Tensor, nn
 
 from objdisc.models.base import Model, ModelOutput, data_input
 from objdisc.models.blocks.broadcast import SpatialBroadcastDecoder
+from objdisc.models.blocks.conv_stacks import conv_relu_stack
 from objdisc.models.blocks.geco import SoftplusGECO
 from objdisc.models.blocks.mixture import gaussian_log_prob, kl_normal, mixture_nll, softplus_std
 from objdisc.models.blocks.position import SoftPositionEmbed
@@ -145,12 +146,7 @@ class HVAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         c, z, side = cfg.hidden, cfg.z_dim, cfg.image_size
-        self.convs = nn.Sequential(
-            nn.Conv2d(3, c, 5, padding=2), nn.ReLU(),
-            nn.Conv2d(c, c, 5, padding=2), nn.ReLU(),
-            nn.Conv2d(c, c, 5, padding=2), nn.ReLU(),
-            nn.Conv2d(c, c, 5, padding=2), nn.ReLU(),
-        )  # fmt: skip
+        self.convs = conv_relu_stack(3, c)
         self.position = SoftPositionEmbed(c, (side, side))
         self.mlp = nn.Sequential(nn.LayerNorm(c), nn.Linear(c, c), nn.ReLU(), nn.Linear(c, c))
         self.norm_slots = nn.LayerNorm(z)

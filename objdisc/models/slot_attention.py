@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from objdisc.models.base import Model, ModelOutput, data_input
+from objdisc.models.blocks.conv_stacks import conv_relu_stack
 from objdisc.models.blocks.position import SoftPositionEmbed
 from objdisc.models.blocks.slot_attention import SlotAttention
 
@@ -110,12 +111,7 @@ class Encoder(nn.Module):
         super().__init__()
         h, w = cfg.hw
         c = cfg.hidden
-        self.convs = nn.Sequential(
-            nn.Conv2d(3, c, 5, padding=2), nn.ReLU(),
-            nn.Conv2d(c, c, 5, padding=2), nn.ReLU(),
-            nn.Conv2d(c, c, 5, padding=2), nn.ReLU(),
-            nn.Conv2d(c, c, 5, padding=2), nn.ReLU(),
-        )  # fmt: skip
+        self.convs = conv_relu_stack(3, c)
         self.position = SoftPositionEmbed(c, (h, w))
         self.norm = nn.LayerNorm(c) if cfg.layernorm == "token" else nn.LayerNorm((h * w, c))
         self.mlp = nn.Sequential(nn.Linear(c, c), nn.ReLU(), nn.Linear(c, c))

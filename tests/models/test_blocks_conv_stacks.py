@@ -1,4 +1,4 @@
-"""The glimpse models' convolution stacks and ConvLSTM: output sizes follow the strides and
+"""The models' convolution stacks and ConvLSTM: output sizes follow the strides and
 upscales, GroupNorm stays valid when narrowed, the ConvLSTM step is the LSTM equations."""
 
 import pytest
@@ -8,9 +8,21 @@ from objdisc.models.blocks.conv_lstm import ConvLSTMCell
 from objdisc.models.blocks.conv_stacks import (
     ConvNormStack,
     SubPixelStack,
+    conv_relu_stack,
     fit_upscales,
     group_count,
 )
+
+
+def test_conv_relu_stack_keeps_the_resolution_and_the_state_dict_layout():
+    stack = conv_relu_stack(3, 8)
+    assert stack(torch.rand(2, 3, 9, 7)).shape == (2, 8, 9, 7)
+    # The layout Slot Attention and Efficient-MORL checkpoints were saved with: convs.{0,2,4,6}.
+    assert sorted(stack.state_dict()) == sorted(f"{i}.{p}" for i in (0, 2, 4, 6) for p in ("weight", "bias"))
+    assert all(isinstance(stack[i], torch.nn.ReLU) for i in (1, 3, 5, 7))
+    assert [m.kernel_size for m in stack if isinstance(m, torch.nn.Conv2d)] == [(5, 5)] * 4
+    with pytest.raises(ValueError, match="odd kernel"):
+        conv_relu_stack(3, 8, kernel=4)
 
 
 def test_conv_norm_stack_sizes():

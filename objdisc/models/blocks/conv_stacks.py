@@ -1,5 +1,7 @@
-"""Convolution stacks the glimpse models are built from (SPAIR, SPACE, GNM).
+"""Convolution stacks the models are built from.
 
+* ``conv_relu_stack`` — the Slot Attention paper's image encoder: ``layers`` × (5×5 convolution,
+  "same" padding, ReLU) at full resolution (Slot Attention, Efficient-MORL).
 * ``ConvNormStack`` — encoders: per stage Conv2d → CELU → GroupNorm (SPAIR's backbone, SPACE's
   image and glimpse encoders, GNM's image encoder).
 * ``SubPixelStack`` — the glimpse decoders: per stage Conv2d to ``out·u²`` channels →
@@ -7,8 +9,9 @@
   mask decoders, GNM's glimpse and background decoders).
 (The spatial broadcast decoders of SPAIR are ``blocks.broadcast.SpatialBroadcastDecoder``.)
 
-A stage is a tuple ``(out_channels, kernel, stride_or_upscale, groups)``. GroupNorm's group count
-is reduced to gcd(groups, channels) so that the stacks stay valid when a CPU preset narrows them.
+In the last two, a stage is a tuple ``(out_channels, kernel, stride_or_upscale, groups)``.
+GroupNorm's group count is reduced to gcd(groups, channels) so that the stacks stay valid when a
+CPU preset narrows them.
 """
 
 from __future__ import annotations
@@ -41,6 +44,16 @@ def fit_upscales(upscales: Sequence[int], size: int) -> tuple[int, ...]:
     if math.prod(ups) != size:
         raise ValueError(f"upscale factors {tuple(upscales)} cannot be reduced to a product of {size}")
     return tuple(ups)
+
+
+def conv_relu_stack(in_channels: int, channels: int, layers: int = 4, kernel: int = 5) -> nn.Sequential:
+    """``layers`` × (Conv2d(kernel, "same" padding) → ReLU), no downsampling (odd ``kernel``)."""
+    if kernel % 2 == 0 or layers < 1:
+        raise ValueError(f"conv_relu_stack needs an odd kernel and at least one layer, got kernel {kernel}, layers {layers}")
+    modules: list[nn.Module] = []
+    for i in range(layers):
+        modules += [nn.Conv2d(in_channels if i == 0 else channels, channels, kernel, padding=kernel // 2), nn.ReLU()]
+    return nn.Sequential(*modules)
 
 
 class ConvNormStack(nn.Sequential):
@@ -95,4 +108,4 @@ class SubPixelStack(nn.Sequential):
         return super().forward(z.reshape(z.shape[0], -1, 1, 1))
 
 
-__all__ = ["ConvNormStack", "Stage", "SubPixelStack", "fit_upscales", "group_count", "scaled"]
+__all__ = ["ConvNormStack", "Stage", "SubPixelStack", "conv_relu_stack", "fit_upscales", "group_count", "scaled"]
