@@ -273,10 +273,7 @@ class GNM(Model):
         shift = stn.cell_shift(0.5 + torch.tanh(raw[..., 2:]), (g, g))
         return box_scale, shift
 
-    def picture(self, batch: dict[str, Tensor], out: ModelOutput, limit: int = 8):
-        """The family's grid (input, reconstruction with the present cells' boxes, segmentations,
-        each cell's RGB·mask) with the background as slot 0."""
-        return self.family.picture(self, batch, stn.with_background_slot(out), limit)
+    picture = stn.picture_with_background_slot  # the family's grid, background as slot 0
 
     def forward(self, batch: dict[str, Tensor], step: int = 0) -> ModelOutput:
         cfg = self.cfg

@@ -285,10 +285,7 @@ class SPAIR(Model):
 
     # ------------------------------------------------------------------------------ forward
 
-    def picture(self, batch: dict[str, Tensor], out: ModelOutput, limit: int = 8):
-        """The family's grid (input, reconstruction with the present cells' boxes, segmentations,
-        each cell's RGB·mask) with the background as slot 0."""
-        return self.family.picture(self, batch, stn.with_background_slot(out), limit)
+    picture = stn.picture_with_background_slot  # the family's grid, background as slot 0
 
     def forward(self, batch: dict[str, Tensor], step: int = 0) -> ModelOutput:
         cfg = self.cfg

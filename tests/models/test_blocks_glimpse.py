@@ -101,3 +101,32 @@ def test_background_slot_for_pictures():
     torch.testing.assert_close(shown.masks[:, 0], 1 - masks.sum(1))
     torch.testing.assert_close(shown.slot_rgb[:, 0], out.extras["background"])
     assert shown.boxes.shape == (2, 4, 4) and (shown.presence[:, 0] == 0).all()  # box k+1 ↔ segment k+1
+
+
+def test_glimpse_models_draw_their_pictures_with_the_background_as_slot_0(monkeypatch):
+    """SPAIR, SPACE and GNM share one ``picture``: the family's grid of the output redrawn with the
+    background channel first, so the grid shows one column more than the model has cells."""
+    from objdisc.models.gnm import GNM
+    from objdisc.models.space import SPACE
+    from objdisc.models.spair import SPAIR
+
+    from .scenes import squares
+    from .test_gnm import tiny as tiny_gnm
+    from .test_space import tiny as tiny_space
+    from .test_spair import tiny as tiny_spair
+
+    for cls, cfg in ((SPAIR, tiny_spair()), (SPACE, tiny_space()), (GNM, tiny_gnm())):
+        torch.manual_seed(0)
+        model = cls(cfg).eval()
+        image = squares(2, cfg.image_size)
+        with torch.no_grad():
+            out = model({"image": image}, step=0)
+        seen = {}
+        monkeypatch.setattr(type(model.family), "picture", lambda self, m, b, o, limit: seen.setdefault("out", o))
+        model.picture({"image": image}, out, limit=2)
+        shown = seen["out"]
+        assert shown.masks_have_background and not out.masks_have_background, cls.__name__
+        assert shown.masks.shape[1] == out.masks.shape[1] + 1, cls.__name__
+        torch.testing.assert_close(shown.masks[:, 0], 1 - out.masks.sum(1))
+        torch.testing.assert_close(shown.slot_rgb[:, 0], out.extras["background"].to(shown.slot_rgb.dtype))
+        monkeypatch.undo()

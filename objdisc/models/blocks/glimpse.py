@@ -117,3 +117,10 @@ def with_background_slot(out):
         if out.presence is not None:
             changes["presence"] = torch.cat([out.presence.new_zeros(b, 1), out.presence], dim=1)
     return dataclasses.replace(out, **changes)
+
+
+def picture_with_background_slot(model, batch, out, limit: int = 8):
+    """A glimpse model's ``picture``: the family's grid (input, reconstruction with the present
+    cells' boxes, segmentations, each cell's RGB·mask) with the background as slot 0. Assign it
+    in the class body (``picture = glimpse.picture_with_background_slot``)."""
+    return model.family.picture(model, batch, with_background_slot(out), limit)
