@@ -362,6 +362,13 @@ def generate(cfg: SynthConfig, out: str | Path, workers: int = 1, progress: bool
     if workers < 1:
         raise ValueError(f"workers = {workers}: must be >= 1")
     out = Path(out)
+    # Only an earlier generation (it holds synth.json) or an empty folder may be replaced: ``out``
+    # could be any folder a user named, and what this function did not write is not its to delete.
+    if out.exists() and not (out.is_dir() and ((out / "synth.json").is_file() or not any(out.iterdir()))):
+        raise FileExistsError(
+            f"synth: {out} exists and is not an earlier `objdisc synth` output (no synth.json); "
+            "choose another folder or move it away"
+        )
     old = None
     with atomic_path(out) as tmp:
         for sub in ("images", "masks", "depths"):

@@ -205,6 +205,22 @@ def test_generate_replaces_old_output_and_cleans_up_on_failure(tmp_path: Path, m
     assert sorted(p.name for p in tmp_path.iterdir()) == ["synth"]
 
 
+def test_generate_never_replaces_a_folder_it_did_not_write(tmp_path: Path) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not an earlier `objdisc synth` output"):
+        generate(tiny(scenes=1), theirs, progress=False)
+    assert [p.name for p in theirs.iterdir()] == ["notes.txt"] and (theirs / "notes.txt").read_text() == "mine"
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(FileExistsError):
+        generate(tiny(scenes=1), tmp_path / "a-file", progress=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    generate(tiny(scenes=1), empty, progress=False)  # an empty folder is fine
+    assert (empty / "synth.json").is_file()
+
+
 # ---------------------------------------------------------------- geometry
 
 
