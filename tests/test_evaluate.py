@@ -19,6 +19,7 @@ from objdisc.models.base import Model, ModelOutput
 from objdisc.models.family import image_transform
 
 import functools
+import math
 
 
 def read_csv(path):
@@ -163,3 +164,37 @@ def test_masked_sse_in_evaluate_matches_a_hand_computation(synth_shards, tmp_pat
             region = sample["mask"] == int(o["id"])
             assert float(o["mse"]) == pytest.approx(float(err[region].sum()), rel=1e-9)
             assert int(o["area"]) == int(region.sum())
+
+
+# ----------------------------------------------------------------------------- the image-blind floor
+
+
+def test_below_image_blind_floor_names_both_numbers_only_when_below():
+    line = E.below_image_blind_floor({"fg_ari": 0.30, "fg_ari_fixed_cells": 0.53})
+    assert "0.300" in line and "0.530" in line and "fg_ari_fixed_cells" in line
+    assert E.below_image_blind_floor({"fg_ari": 0.78, "fg_ari_fixed_cells": 0.53}) is None
+    assert E.below_image_blind_floor({"fg_ari": 0.53, "fg_ari_fixed_cells": 0.53}) is None
+    assert E.below_image_blind_floor({"psnr": 20.0}) is None  # no masks, no floor
+    assert E.below_image_blind_floor({"fg_ari": math.nan, "fg_ari_fixed_cells": 0.5}) is None
+
+
+class OneSegment(Fixed):
+    """Every pixel in one segment: no object is told from another."""
+
+    def forward(self, batch, step=0):
+        out = super().forward(batch, step)
+        masks = torch.zeros_like(out.masks)
+        masks[:, 0] = 1.0
+        out.masks = masks
+        return out
+
+
+def test_evaluate_warns_below_the_image_blind_floor_and_not_above(synth_shards, tmp_path, recwarn):
+    dataset = synth_dataset(synth_shards)
+    good = E.evaluate(Fixed(), dataset, EvaluateConfig(batch_size=4, pictures=0), tmp_path / "good", progress=False)
+    assert good["fg_ari"] > good["fg_ari_fixed_cells"]
+    assert not [w for w in recwarn if "never look at the image" in str(w.message)]
+    with pytest.warns(UserWarning, match="never look at the image") as caught:
+        blind = E.evaluate(OneSegment(), dataset, EvaluateConfig(batch_size=4, pictures=2), tmp_path / "blind", progress=False)
+    assert blind["fg_ari"] < blind["fg_ari_fixed_cells"]
+    assert str(tmp_path / "blind" / "slots.png") in str(caught[0].message)
